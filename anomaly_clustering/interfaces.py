@@ -1,0 +1,147 @@
+"""The four stage interfaces and the classifier preset: the whole plugin contract, in one short module.
+
+Scikit-learn conventions: parameters only in ``__init__`` (stored under the same names, so ``get_params`` and
+``clone`` work), learned state in attributes ending in ``_``, ``fit`` returns ``self``. Every stage receives the
+:class:`ImageSet` (the root record) and the records of the stages before it, never another stage's internals.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from sklearn.base import BaseEstimator
+
+from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
+
+__all__ = [
+    "INTERFACE_VERSIONS",
+    "Localizer",
+    "Binarizer",
+    "Representation",
+    "Clusterer",
+    "ClassifierPreset",
+    "STAGE_INTERFACES",
+]
+
+#: The version of each interface. A plugin inherits its base's version; one that declares another
+#: ``interface_version`` was written against an incompatible contract and is listed as broken.
+INTERFACE_VERSIONS: dict[str, int] = {"localizer": 1, "binarizer": 1, "representation": 1, "clusterer": 1, "classifier": 1}
+
+
+class _Stage(BaseEstimator, ABC):
+    """Common base: scikit-learn parameter handling plus the interface version."""
+
+    interface_version: ClassVar[int] = 1
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring: what ``anomaly-cluster list`` shows."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
+
+
+class Localizer(_Stage):
+    """Images → one anomaly map and one image score per image.
+
+    ``fit`` sees the unlabelled set itself (blind and zero-shot methods) and, when the user has them, defect-free
+    reference images (``normal_images``). ``predict`` scores any images with what ``fit`` learned.
+    """
+
+    interface_version: ClassVar[int] = INTERFACE_VERSIONS["localizer"]
+
+    def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "Localizer":
+        return self
+
+    @abstractmethod
+    def predict(self, images: ImageSet) -> AnomalyMaps: ...
+
+    def fit_predict(self, images: ImageSet, normal_images: ImageSet | None = None) -> AnomalyMaps:
+        """Fit, then score the same images (blind localizers may do both in one pass)."""
+        return self.fit(images, normal_images).predict(images)
+
+
+class Binarizer(_Stage):
+    """Anomaly maps → binary masks and connected regions, with the threshold chosen per image or per set."""
+
+    interface_version: ClassVar[int] = INTERFACE_VERSIONS["binarizer"]
+
+    def fit(self, maps: AnomalyMaps, images: ImageSet) -> "Binarizer":
+        return self
+
+    @abstractmethod
+    def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions: ...
+
+    def fit_transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        return self.fit(maps, images).transform(maps, images)
+
+
+class Representation(_Stage):
+    """Images + maps + masks → embeddings, one per image or one per region. Learned ones ``fit`` first and then
+    ``transform`` new images with what they learned."""
+
+    interface_version: ClassVar[int] = INTERFACE_VERSIONS["representation"]
+
+    def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "Representation":
+        return self
+
+    @abstractmethod
+    def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings: ...
+
+    def fit_transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        return self.fit(images, maps, regions).transform(images, maps, regions)
+
+
+class Clusterer(_Stage):
+    """Embeddings → one label per image. ``n_clusters`` is a parameter of every clusterer; the pipeline sets it
+    (given by the user, or estimated). ``predict`` assigns new embeddings where the method allows."""
+
+    interface_version: ClassVar[int] = INTERFACE_VERSIONS["clusterer"]
+
+    #: False for methods that cannot assign new points (``predict`` then raises NotImplementedError).
+    supports_predict: ClassVar[bool] = True
+
+    n_clusters: int
+
+    @abstractmethod
+    def fit_predict(self, embeddings: Embeddings) -> Clustering: ...
+
+    def predict(self, embeddings: Embeddings) -> Clustering:
+        raise NotImplementedError(f"{type(self).__name__} cannot assign new images to its clusters")
+
+
+@dataclass(frozen=True)
+class ClassifierPreset:
+    """A named recipe of representation + clusterer (+ binarizer): what ``--classifier NAME`` selects.
+
+    Each part is a plugin name or a mapping ``{"name": ..., option: value, ...}``; ``--representation``,
+    ``--clusterer`` and ``--binarizer`` on the command line override the parts.
+    """
+
+    representation: str | Mapping[str, Any]
+    clusterer: str | Mapping[str, Any] = "ward"
+    binarizer: str | Mapping[str, Any] = "otsu"
+    description: str = ""
+    interface_version: int = INTERFACE_VERSIONS["classifier"]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return self.description
+
+    def parts(self) -> dict[str, dict[str, Any]]:
+        """The three parts as ``{"name": ..., **options}`` dictionaries."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind in ("binarizer", "representation", "clusterer"):
+            spec = getattr(self, kind)
+            out[kind] = {"name": spec} if isinstance(spec, str) else dict(spec)
+        return out
+
+
+#: Interface class per plugin kind (classifier presets are instances, not classes).
+STAGE_INTERFACES: dict[str, type] = {
+    "localizer": Localizer,
+    "binarizer": Binarizer,
+    "representation": Representation,
+    "clusterer": Clusterer,
+}

@@ -1,0 +1,302 @@
+"""On-disk storage: stable hashes for cache keys, atomic writes, records as .npy + JSON, resumable array files.
+
+Arrays are written as ``.npy`` and read back memory-mapped, so a record never has to sit in memory whole. Every
+write goes to a temporary name first and is renamed into place, so a crash leaves either the old state or the new
+one, never a half-written file. Each completed directory carries a ``_COMPLETE`` marker holding checksums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import typing
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+import numpy as np
+
+from . import records
+
+__all__ = [
+    "stable_hash",
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "save_record",
+    "load_record",
+    "save_object",
+    "load_object",
+    "StageCache",
+    "ShardedArrayWriter",
+    "StoreError",
+]
+
+R = TypeVar("R")
+COMPLETE = "_COMPLETE"
+
+
+class StoreError(RuntimeError):
+    """A stored file is missing, corrupt or cannot be written (the message names it)."""
+
+
+def _canonical(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__dataclass__": type(obj).__name__, **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(), "shape": list(obj.shape)}
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return repr(obj)
+
+
+def stable_hash(*parts: Any, length: int = 24) -> str:
+    """A hash of JSON-like values that is the same across runs and machines (dict order ignored)."""
+    payload = json.dumps([_canonical(p) for p in parts], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it is renamed to ``final`` (replacing an old one when
+    ``replace``); on any error it is removed and ``final`` is left as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            if not replace:
+                raise StoreError(f"{final} already exists")
+            old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, records.Region):
+        return {"image_index": value.image_index, "box": list(value.box), "area": value.area, "score": value.score}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def save_record(folder: str | os.PathLike, record: Any) -> None:
+    """Write a record dataclass into ``folder``: each array field as ``<name>.npy``, the rest as ``meta.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {"__record__": type(record).__name__}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, np.ndarray):
+            np.save(folder / f"{f.name}.npy", np.ascontiguousarray(value), allow_pickle=False)
+            meta[f.name] = {"__npy__": f"{f.name}.npy"}
+        else:
+            meta[f.name] = _to_json(value)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_record(folder: str | os.PathLike, cls: type[R], mmap: bool = True) -> R:
+    """Read a record written by :func:`save_record` (arrays memory-mapped unless ``mmap=False``)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{folder}: unreadable record ({exc})") from None
+    if meta.get("__record__") != cls.__name__:
+        raise StoreError(f"{folder}: holds a {meta.get('__record__')}, expected {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in meta:
+            continue
+        value = meta[f.name]
+        if isinstance(value, dict) and "__npy__" in value:
+            value = np.load(folder / value["__npy__"], mmap_mode="r" if mmap else None, allow_pickle=False)
+        elif f.name == "regions":
+            value = tuple(records.Region(r["image_index"], tuple(r["box"]), r["area"], r["score"]) for r in value)
+        elif f.name == "k_curve":
+            value = {int(k): float(v) for k, v in value.items()}
+        elif "tuple" in str(hints.get(f.name, "")) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def save_object(path: str | os.PathLike, obj: Any) -> None:
+    """Pickle a fitted component (torch tensors included) atomically."""
+    atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_object(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as exc:
+        raise StoreError(f"{path}: cannot load fitted component ({exc.__class__.__name__}: {exc})") from None
+
+
+class StageCache:
+    """Completed stage outputs under ``root/<stage>/<key>/``; an entry counts only once its ``_COMPLETE`` marker
+    (with the checksum of every file) is in place, so a crash mid-write leaves nothing that looks valid."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, key: str, verify: bool = True) -> Path | None:
+        """The entry's folder if it is complete (and its checksums match when ``verify``), else None; a corrupt
+        entry is removed so it gets recomputed."""
+        p = self.path(stage, key)
+        marker = p / COMPLETE
+        if not marker.exists():
+            return None
+        if verify:
+            try:
+                sums = json.loads(marker.read_text())
+                for name, (size, sha) in sums.items():
+                    fp = p / name
+                    if fp.stat().st_size != size or (size < (64 << 20) and _file_sha(fp) != sha):
+                        raise StoreError(name)
+            except (OSError, ValueError, StoreError, TypeError):
+                shutil.rmtree(p, ignore_errors=True)
+                return None
+        return p
+
+    @contextlib.contextmanager
+    def entry(self, stage: str, key: str) -> Iterator[Path]:
+        """Write a new entry: yields a temporary folder, seals it with checksums and renames it into place."""
+        with atomic_dir(self.path(stage, key)) as tmp:
+            yield tmp
+            sums = {}
+            for fp in sorted(tmp.rglob("*")):
+                if fp.is_file():
+                    sums[fp.relative_to(tmp).as_posix()] = (fp.stat().st_size, _file_sha(fp))
+            (tmp / COMPLETE).write_text(json.dumps(sums))
+
+
+class ShardedArrayWriter:
+    """A large N×… array filled shard by shard into a memory-mapped ``.npy``, resumable after a crash.
+
+    Completed shards are recorded (with their checksums) in ``progress.json``; on restart the writer reports which
+    rows are still missing, and a shard whose checksum no longer matches is computed again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, shape: tuple[int, ...], dtype: Any, shard_size: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.shape, self.dtype, self.shard_size = tuple(shape), np.dtype(dtype), int(shard_size)
+        self.file = self.folder / "data.npy"
+        self.progress_file = self.folder / "progress.json"
+        layout = {"shape": list(self.shape), "dtype": self.dtype.str, "shard": self.shard_size}
+        done: dict[str, str] = {}
+        if self.file.exists() and self.progress_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                state = json.loads(self.progress_file.read_text())
+                if state.get("layout") == layout:
+                    done = state.get("done", {})
+        if not done or not self.file.exists():
+            self.file.unlink(missing_ok=True)
+            np.lib.format.open_memmap(self.file, mode="w+", dtype=self.dtype, shape=self.shape).flush()
+        self.array = np.lib.format.open_memmap(self.file, mode="r+")
+        self.layout, self.done = layout, done
+        for shard in list(self.done):  # verify completed shards: a torn or corrupt one is recomputed
+            if self._shard_sha(int(shard)) != self.done[shard]:
+                del self.done[shard]
+
+    @property
+    def n_shards(self) -> int:
+        return (self.shape[0] + self.shard_size - 1) // self.shard_size
+
+    def shard_rows(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(self.shape[0], (shard + 1) * self.shard_size))
+
+    def pending(self) -> list[int]:
+        return [s for s in range(self.n_shards) if str(s) not in self.done]
+
+    def _shard_sha(self, shard: int) -> str:
+        rows = self.shard_rows(shard)
+        return hashlib.sha256(np.ascontiguousarray(self.array[rows.start : rows.stop]).tobytes()).hexdigest()[:16]
+
+    def write(self, shard: int, values: np.ndarray) -> None:
+        rows = self.shard_rows(shard)
+        self.array[rows.start : rows.stop] = values
+        self.array.flush()
+        self.done[str(shard)] = self._shard_sha(shard)
+        atomic_write_text(self.progress_file, json.dumps({"layout": self.layout, "done": self.done}))
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array

@@ -1,0 +1,1 @@
+"""Binarizers: anomaly maps → masks and connected regions."""

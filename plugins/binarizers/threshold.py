@@ -1,0 +1,63 @@
+"""Set-level thresholds: a fixed value, or Otsu's threshold over all maps of the set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anomaly_clustering.interfaces import Binarizer
+from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
+from anomaly_clustering.regions import masks_to_regions
+
+
+class FixedThreshold(Binarizer):
+    """One fixed threshold on the anomaly values (``relative``: a fraction of the set's value range)."""
+
+    def __init__(self, threshold: float = 0.5, relative: bool = True, min_area: int = 4):
+        self.threshold = threshold
+        self.relative = relative
+        self.min_area = min_area
+
+    def fit(self, maps: AnomalyMaps, images: ImageSet) -> "FixedThreshold":
+        if self.relative:
+            lo, hi = float(np.min(maps.maps)), float(np.max(maps.maps))
+            self.threshold_ = lo + self.threshold * (hi - lo)
+        else:
+            self.threshold_ = float(self.threshold)
+        return self
+
+    def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        masks = np.asarray(maps.maps) > self.threshold_
+        masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
+        return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, {"method": "fixed"})
+
+
+class OtsuThreshold(Binarizer):
+    """Otsu's threshold on the histogram of all anomaly values of the set (one threshold for the set)."""
+
+    def __init__(self, bins: int = 256, min_area: int = 4):
+        self.bins = bins
+        self.min_area = min_area
+
+    def fit(self, maps: AnomalyMaps, images: ImageSet) -> "OtsuThreshold":
+        values = np.asarray(maps.maps, np.float64).ravel()
+        if values.size > 5_000_000:
+            values = values[np.random.default_rng(0).choice(values.size, 5_000_000, replace=False)]
+        self.threshold_ = otsu_threshold(values, self.bins)
+        return self
+
+    def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        masks = np.asarray(maps.maps) > self.threshold_
+        masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
+        return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, {"method": "otsu"})
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The threshold maximising the between-class variance of ``values`` (vectorised over all bins)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])

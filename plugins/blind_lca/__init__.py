@@ -1,0 +1,1 @@
+"""Representations from blind-lca.txt and Sohn et al.'s anomaly-clustering baselines."""

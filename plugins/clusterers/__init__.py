@@ -1,0 +1,1 @@
+"""Clusterers: embeddings → labels, wrapping scikit-learn."""
