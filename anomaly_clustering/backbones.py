@@ -38,10 +38,13 @@ __all__ = [
     "FeatureBackbone",
     "FeatureArray",
     "MissingWeightsError",
+    "BackboneConfigError",
     "create_backbone",
     "extract_features",
     "list_backbones",
     "resolve_weights",
+    "load_state_file",
+    "load_weights_into",
     "WEIGHTS_ENV",
     "DEFAULT_BACKBONE",
 ]
@@ -54,6 +57,10 @@ SIGNED_UNIT = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inputs in [-1, 1]
 
 class MissingWeightsError(FileNotFoundError):
     """No pretrained weights could be found for a backbone; the message names the option that fixes it."""
+
+
+class BackboneConfigError(ValueError):
+    """A backbone option (layers, name) does not fit the backbone; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,8 @@ def resolve_weights(name: str, weights: str | None = None) -> str | None:
     return None
 
 
-def _load_state(path: str) -> dict[str, torch.Tensor]:
+def load_state_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pth``/``.pt`` (tensors only, no pickled code) or ``.safetensors`` file."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -180,7 +188,7 @@ def _load_state(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], full_keys: Sequence[str] | None, path: str) -> None:
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], full_keys: Sequence[str] | None, path: str) -> None:
     """Load ``state`` into ``model``: by name when the names match, else by order against ``full_keys`` (the full
     classifier's key list, e.g. EfficientNet-PyTorch files into timm's identical tensor layout)."""
     target = model.state_dict()
@@ -248,7 +256,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
             raise MissingWeightsError(f"unknown torchvision backbone {name!r}") from None
         model = ctor(weights=None)
         if path is not None:
-            _load_into(model, _load_state(path), None, path)
+            load_weights_into(model, load_state_file(path), None, path)
             mean, std = info.mean, info.std
         else:
             try:
@@ -257,7 +265,10 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
             except Exception as exc:  # offline, or no weights published
                 raise MissingWeightsError(f"backbone {name!r}: no local weights and the download failed ({type(exc).__name__}); {fix}") from None
             mean, std = IMAGENET_MEAN, IMAGENET_STD  # torchvision's own weights expect ImageNet statistics
-        body = create_feature_extractor(model, return_nodes={l: l for l in layers})
+        try:
+            body = create_feature_extractor(model, return_nodes={l: l for l in layers})
+        except ValueError as exc:
+            raise BackboneConfigError(f"backbone {name!r}: layers {list(layers)} are not node names of this model ({str(exc).splitlines()[0][:120]})") from None
         with torch.no_grad():
             probe = body(torch.zeros(1, 3, 64, 64))
         strides = [64 // v.shape[-1] for v in probe.values()]
@@ -269,7 +280,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
     try:
         idx = tuple(int(x) for x in layers)
     except ValueError:
-        raise ValueError(f"backbone {name!r}: timm layers are feature-stage indices such as 2,3; got {layers}") from None
+        raise BackboneConfigError(f"backbone {name!r}: timm layers are feature-stage indices such as 2,3; got {list(layers)}") from None
     try:
         body = timm.create_model(name, pretrained=False, features_only=True, out_indices=idx)
     except Exception as exc:
@@ -277,7 +288,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
     mean, std = tuple(body.pretrained_cfg.get("mean", info.mean)), tuple(body.pretrained_cfg.get("std", info.std))
     if path is not None:
         full = timm.create_model(name, pretrained=False)
-        _load_into(body, _load_state(path), list(full.state_dict().keys()), path)
+        load_weights_into(body, load_state_file(path), list(full.state_dict().keys()), path)
     else:
         try:
             body = timm.create_model(name, pretrained=True, features_only=True, out_indices=idx)  # the usual hub download

@@ -154,8 +154,8 @@ def build_fit_parser(chosen: dict[str, Any], command: str = "fit"):
     p = ArgumentParser(prog=f"anomaly-cluster {command}", description=COMMANDS[command], exit_on_error=False, default_env=False)
     p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file (or a bundled one: blind-lca, ncd, …)")
     p.add_argument("--data", type=str, required=command == "fit", help="folder of images (searched recursively)")
-    p.add_argument("--include", type=list[str], default=[], help="glob patterns of image paths to keep (relative to --data)")
-    p.add_argument("--exclude", type=list[str], default=[], help="glob patterns of image paths to leave out")
+    p.add_argument("--include", nargs="+", type=str, default=[], help="glob patterns of image paths to keep (relative to --data)")
+    p.add_argument("--exclude", nargs="+", type=str, default=[], help="glob patterns of image paths to leave out")
     p.add_argument("--normal_dir", "--normal-dir", type=str | None, default=None, help="optional folder of defect-free reference images")
     p.add_argument("--run", type=str, default="runs/latest", help="run folder to write")
     p.add_argument("--classifier", type=str, default=classifier, help="preset of binarizer + representation + clusterer")
@@ -169,9 +169,9 @@ def build_fit_parser(chosen: dict[str, Any], command: str = "fit"):
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.add_argument("--cache_dir", type=str | None, default=None, help="stage cache folder (default: <run>/cache)")
-    p.add_argument("--strict", type=bool, default=False, help="an unreadable image is an error instead of a warning")
-    p.add_argument("--save_pngs", type=bool, default=True, help="write heat-map and mask PNGs at each image's size")
-    p.add_argument("--quiet", type=bool, default=False, help="no progress bars or stage log")
+    p.add_argument("--strict", type=bool, nargs="?", const=True, default=False, help="an unreadable image is an error instead of a warning")
+    p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True, help="write heat-map and mask PNGs at each image's size")
+    p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False, help="no progress bars or stage log")
     for stage in STAGES:
         name = parts[stage]["name"]
         cls = registry.get_plugin(stage, name)
@@ -256,7 +256,7 @@ def cmd_list(argv: list[str]) -> int:
 
     p = ArgumentParser(prog="anomaly-cluster list", description=COMMANDS["list"], exit_on_error=False)
     p.add_argument("--kind", type=str | None, default=None, help="only this kind")
-    p.add_argument("--json", type=bool, default=False, help="machine-readable output")
+    p.add_argument("--json", type=bool, nargs="?", const=True, default=False, help="machine-readable output")
     cfg = _parse(p, argv)
     if cfg.kind and cfg.kind not in registry.KINDS:
         raise CLIError(f"--kind {cfg.kind}: choose one of {', '.join(registry.KINDS)}")
@@ -299,6 +299,8 @@ def cmd_fit(argv: list[str]) -> int:
         result = pipe.fit(images, normal)
         resolved = {k: v for k, v in cfg.as_dict().items() if k != "config"}
         resolved["classifier"] = cfg.classifier
+        for stage in STAGES:  # the options each stage really ran with (shared settings applied)
+            resolved[stage] = {"name": pconf.spec(stage).name, **pipe.stage_options(stage)}
         write_run(run, result, resolved, pipe.log, save_pngs=cfg.save_pngs, extra_summary={"total_seconds": round(time.perf_counter() - t0, 2)})
     sizes = [int((result.clustering.labels == k).sum()) for k in range(result.clustering.n_clusters)]
     print(f"{len(images)} images → {result.clustering.n_clusters} clusters (sizes {sizes}); run folder: {run}  [{time.perf_counter() - t0:.1f} s]")
@@ -316,12 +318,12 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--run", type=str, required=True, help="a finished run folder")
     p.add_argument("--data", type=str, required=True, help="folder of new images")
     p.add_argument("--output", type=str | None, default=None, help="where to write predictions (default: <run>/predictions)")
-    p.add_argument("--include", type=list[str], default=[])
-    p.add_argument("--exclude", type=list[str], default=[])
+    p.add_argument("--include", nargs="+", type=str, default=[])
+    p.add_argument("--exclude", nargs="+", type=str, default=[])
     p.add_argument("--device", type=str, default="auto")
-    p.add_argument("--strict", type=bool, default=False)
-    p.add_argument("--save_pngs", type=bool, default=True)
-    p.add_argument("--quiet", type=bool, default=False)
+    p.add_argument("--strict", type=bool, nargs="?", const=True, default=False)
+    p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True)
+    p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False)
     cfg = _parse(p, argv)
     run = RunFolder.open(cfg.run)
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
@@ -330,6 +332,8 @@ def cmd_predict(argv: list[str]) -> int:
     comps = {k: run.component(k) for k in STAGES}
     if not getattr(comps["clusterer"], "supports_predict", True):
         raise CLIError(f"--run {cfg.run}: clusterer {conf['clusterer']['name']!r} cannot assign new images")
+    if not getattr(comps["representation"], "supports_new_images", True):
+        raise CLIError(f"--run {cfg.run}: representation {conf['representation']['name']!r} cannot embed new images; fit again with them included")
     with runtime.settings(device=cfg.device, quiet=cfg.quiet, cache_dir=cache, seed=conf.get("seed", 0)):
         maps = comps["localizer"].predict(images)
         regions = comps["binarizer"].transform(maps, images)
@@ -349,7 +353,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = ArgumentParser(prog="anomaly-cluster evaluate", description=COMMANDS["evaluate"], exit_on_error=False)
     p.add_argument("--run", type=str, required=True, help="a finished run folder")
     p.add_argument("--labels", type=str | None, default=None, help="CSV with columns image,label[,mask] (default: the MVTec layout of the run's images)")
-    p.add_argument("--json", type=bool, default=False, help="print JSON instead of a table")
+    p.add_argument("--json", type=bool, nargs="?", const=True, default=False, help="print JSON instead of a table")
     cfg = _parse(p, argv)
     result = evaluate_run(cfg.run, cfg.labels)
     print(json.dumps(result, indent=1) if cfg.json else format_evaluation(result))
@@ -409,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in HANDLERS:
         print(f"anomaly-cluster: error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from .backbones import MissingWeightsError
+    from .backbones import BackboneConfigError, MissingWeightsError
     from .data import DataError
     from .pipeline import PipelineError, RunLockedError
     from .registry import PluginError
@@ -417,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = _warning_line
     warnings.filterwarnings("ignore", module="lightning")
-    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, StoreError, RunLockedError)
+    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, BackboneConfigError, StoreError, RunLockedError)
     try:
         return HANDLERS[command](rest) or 0
     except user_errors as exc:
@@ -428,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"anomaly-cluster {command}: error: disk full ({exc.filename or ''}); free space and rerun: completed stages are kept", file=sys.stderr)
             return 3
         raise
+    except SystemExit as exc:  # --help and --print_config finish early: return their code like every command
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print(f"anomaly-cluster {command}: interrupted; rerun the same command to resume from the cached stages", file=sys.stderr)
         return 130

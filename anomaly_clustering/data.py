@@ -40,9 +40,14 @@ class DataError(ValueError):
     """Bad input data; the message names the file or folder."""
 
 
+def _matches(rel: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel, "*/" + pattern.lstrip("/"))
+
+
 def discover_images(root: str | os.PathLike, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
     """Image files under ``root`` (recursive, sorted), as paths relative to ``root``. ``include``/``exclude`` are
-    glob patterns matched against those relative paths (POSIX separators)."""
+    glob patterns matched against those relative paths (POSIX separators), or against any trailing part of them
+    (``good/*`` also matches ``test/good/001.png``)."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"--data {root}: no such folder")
@@ -54,9 +59,9 @@ def discover_images(root: str | os.PathLike, include: Sequence[str] = (), exclud
         for f in filenames:
             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
                 rel = Path(dirpath, f).relative_to(root).as_posix()
-                if include and not any(fnmatch.fnmatch(rel, p) for p in include):
+                if include and not any(_matches(rel, p) for p in include):
                     continue
-                if exclude and any(fnmatch.fnmatch(rel, p) for p in exclude):
+                if exclude and any(_matches(rel, p) for p in exclude):
                     continue
                 names.append(rel)
     return sorted(names)

@@ -83,6 +83,9 @@ class Representation(_Stage):
 
     interface_version: ClassVar[int] = INTERFACE_VERSIONS["representation"]
 
+    #: False for methods that can only embed the set they were fitted on (``predict`` then refuses clearly).
+    supports_new_images: ClassVar[bool] = True
+
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "Representation":
         return self
 

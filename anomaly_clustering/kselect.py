@@ -15,12 +15,14 @@ __all__ = ["select_n_clusters", "eigengap_curve"]
 
 def eigengap_curve(x: np.ndarray, k_min: int, k_max: int) -> dict[int, float]:
     """Eigengap heuristic: gaps between consecutive eigenvalues of the normalised Laplacian of an RBF affinity
-    (median-distance bandwidth); the K with the largest gap λ_{K+1} − λ_K wins."""
+    with local scaling (Zelnik-Manor & Perona: σ_i = distance to the 7th neighbour; one global median bandwidth
+    blurs well-separated clusters together); the K with the largest gap λ_{K+1} − λ_K wins."""
     from scipy.spatial.distance import pdist, squareform
 
     d = squareform(pdist(x, "sqeuclidean"))
-    sigma2 = np.median(d[d > 0]) if np.any(d > 0) else 1.0
-    a = np.exp(-d / sigma2)
+    sigma = np.sqrt(np.sort(d, axis=1)[:, min(7, len(x) - 1)])
+    sigma = np.maximum(sigma, max(float(sigma.max()), 1.0) * 1e-6)
+    a = np.exp(-d / (sigma[:, None] * sigma[None, :]))
     np.fill_diagonal(a, 0.0)
     deg = a.sum(1)
     inv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))

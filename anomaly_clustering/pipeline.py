@@ -91,6 +91,7 @@ class FitResult:
     cache_hits: dict[str, bool]
     seconds: dict[str, float]
     peak_rss_mb: float
+    compute_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _seed_everything(seed: int) -> None:
@@ -154,6 +155,9 @@ class Pipeline:
         t0 = time.perf_counter()
         yield hit
         seconds[stage] = time.perf_counter() - t0
+        self._compute_seconds[stage] = seconds[stage]
+        if hit is not None and (hit / "seconds.txt").exists():
+            self._compute_seconds[stage] = float((hit / "seconds.txt").read_text())
         name = self.config.spec(stage).name
         if hit is not None:
             self._say(f"[{stage}] {name}: reused cached result ({key[:12]})")
@@ -177,16 +181,18 @@ class Pipeline:
         keys: dict[str, str] = {}
         hits: dict[str, bool] = {}
         seconds: dict[str, float] = {}
+        self._compute_seconds: dict[str, float] = {}
         with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root), seed=cfg.seed):
             # 1. localize
             loc: Localizer = self.build("localizer")
             keys["localizer"] = self._key("localizer", loc, images.fingerprint(), normal_images.fingerprint() if normal_images else "")
             with self._stage("localizer", keys["localizer"], seconds, hits) as hit:
+                t_start = time.perf_counter()
                 if hit is None:
                     _seed_everything(cfg.seed)
                     maps = loc.fit_predict(images, normal_images)
                     _check_maps(maps, n, cfg.localizer.name)
-                    self._store("localizer", keys["localizer"], loc, maps)
+                    self._store("localizer", keys["localizer"], loc, maps, time.perf_counter() - t_start)
                 else:
                     loc, maps = self._load("localizer", hit, AnomalyMaps)
             components["localizer"] = loc
@@ -194,10 +200,11 @@ class Pipeline:
             binz: Binarizer = self.build("binarizer")
             keys["binarizer"] = self._key("binarizer", binz, keys["localizer"])
             with self._stage("binarizer", keys["binarizer"], seconds, hits) as hit:
+                t_start = time.perf_counter()
                 if hit is None:
                     _seed_everything(cfg.seed)
                     regions = binz.fit_transform(maps, images)
-                    self._store("binarizer", keys["binarizer"], binz, regions)
+                    self._store("binarizer", keys["binarizer"], binz, regions, time.perf_counter() - t_start)
                 else:
                     binz, regions = self._load("binarizer", hit, Regions)
             components["binarizer"] = binz
@@ -205,12 +212,13 @@ class Pipeline:
             rep: Representation = self.build("representation")
             keys["representation"] = self._key("representation", rep, keys["binarizer"])
             with self._stage("representation", keys["representation"], seconds, hits) as hit:
+                t_start = time.perf_counter()
                 if hit is None:
                     _seed_everything(cfg.seed)
                     emb = rep.fit_transform(images, maps, regions)
                     if emb.n_images != n:
                         raise PipelineError(f"representation {cfg.representation.name!r} returned embeddings for {emb.n_images} images, expected {n}")
-                    self._store("representation", keys["representation"], rep, emb)
+                    self._store("representation", keys["representation"], rep, emb, time.perf_counter() - t_start)
                 else:
                     rep, emb = self._load("representation", hit, Embeddings)
             components["representation"] = rep
@@ -218,15 +226,16 @@ class Pipeline:
             clu: Clusterer = self.build("clusterer")
             keys["clusterer"] = self._key("clusterer", clu, keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, cfg.k_method)
             with self._stage("clusterer", keys["clusterer"], seconds, hits) as hit:
+                t_start = time.perf_counter()
                 if hit is None:
                     _seed_everything(cfg.seed)
                     clustering = self._cluster(clu, emb)
                     clu = clustering.info.pop("_fitted", clu)
-                    self._store("clusterer", keys["clusterer"], clu, clustering)
+                    self._store("clusterer", keys["clusterer"], clu, clustering, time.perf_counter() - t_start)
                 else:
                     clu, clustering = self._load("clusterer", hit, Clustering)
             components["clusterer"] = clu
-        return FitResult(images, maps, regions, emb, clustering, components, keys, hits, seconds, _peak_rss_mb())
+        return FitResult(images, maps, regions, emb, clustering, components, keys, hits, seconds, _peak_rss_mb(), dict(self._compute_seconds))
 
     def _cluster(self, clu: Clusterer, emb: Embeddings) -> Clustering:
         cfg = self.config
@@ -243,10 +252,12 @@ class Pipeline:
         result.info["_fitted"] = fitted
         return result
 
-    def _store(self, stage: str, key: str, component: Any, record: Any) -> None:
+    def _store(self, stage: str, key: str, component: Any, record: Any, seconds: float | None = None) -> None:
         with self.cache.entry(stage, key) as tmp:
             save_record(tmp / "record", record)
             save_object(tmp / "component.pkl", component)
+            if seconds is not None:
+                (tmp / "seconds.txt").write_text(f"{seconds:.3f}")
 
     def _load(self, stage: str, folder: Path, cls: type) -> tuple[Any, Any]:
         return load_object(folder / "component.pkl"), load_record(folder / "record", cls)

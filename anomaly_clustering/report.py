@@ -1,42 +1,225 @@
-"""A static HTML page for a run: per-cluster galleries with anomaly maps (thin until the report issue lands)."""
+"""A static HTML report of a run, readable at a glance and openable from disk (no network, images beside the page).
+
+Sections: summary and metrics (when ground truth is known), a 2-D map of the embeddings (t-SNE) coloured by cluster
+and by true type, the confusion matrix after the optimal cluster↔class assignment, the K-selection curve, and per
+cluster a gallery — each thumbnail with the predicted anomaly contour (red) and the ground-truth contour (green) when
+known, beside its anomaly-map overlay — ordered from the most to the least typical member (distance to the cluster's
+centroid in embedding space).
+"""
 
 from __future__ import annotations
 
 import html
-import os
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from .data import load_image
+from . import runtime
+from .data import DataError, GroundTruth, load_ground_truth, load_image
 from .runs import RunFolder, output_name
 
 __all__ = ["write_report"]
 
+PRED_RGB = np.array([255, 40, 40], np.uint8)
+TRUE_RGB = np.array([40, 230, 60], np.uint8)
 
-def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 160) -> Path:
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
+th{background:#eee} .gallery{display:flex;flex-wrap:wrap;gap:6px}
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:3px;font-size:.72em;width:min-content}
+figure img{display:block} figcaption{overflow-wrap:anywhere;max-width:100%}
+.pair{display:flex;gap:2px} .note{color:#666;font-size:.85em} .tag{font-weight:bold}
+"""
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
+
+
+def _thumbs(img: np.ndarray, heat: np.ndarray, pred: np.ndarray, true: np.ndarray | None, side: int) -> tuple[Image.Image, Image.Image]:
+    """(image with contours, heat overlay) at ``side`` px on the longer edge."""
+    h, w = img.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    base = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR)).copy()
+    resize_mask = lambda m: np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    contoured = base.copy()
+    if true is not None and true.any():
+        contoured[_contour(resize_mask(true))] = TRUE_RGB
+    if pred.any():
+        contoured[_contour(resize_mask(pred))] = PRED_RGB
+    heat_small = np.asarray(Image.fromarray(heat).resize(size, Image.BILINEAR), np.float32)
+    overlay = (0.45 * base + 0.55 * heat_small).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(contoured), Image.fromarray(overlay)
+
+
+def _heat_rgb(m: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    from matplotlib import colormaps
+
+    norm = np.clip((np.asarray(m, np.float32) - lo) / max(hi - lo, 1e-12), 0, 1)
+    return (colormaps["inferno"](norm)[..., :3] * 255).astype(np.uint8)
+
+
+def _embedding_map(x: np.ndarray, labels: np.ndarray, truth: list[str] | None, path: Path, seed: int = 0) -> str:
+    """t-SNE of the image embeddings (PCA to 50 dims first), coloured by cluster and by true type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = len(x)
+    if n < 4:
+        return "too few images for a 2-D map"
+    z = x.astype(np.float64)
+    if z.shape[1] > 50 and n > 50:
+        z = PCA(50, random_state=seed).fit_transform(z)
+    xy = TSNE(2, perplexity=float(min(30, max(2, (n - 1) // 3))), init="pca", random_state=seed).fit_transform(z)
+    panels = [("by cluster", labels.astype(str))] + ([("by true type", np.array(truth))] if truth else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, lab) in zip(axes[0], panels):
+        for i, name in enumerate(sorted(set(lab))):
+            sel = lab == name
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color=plt.cm.tab10(i % 10), label=str(name))
+        ax.set_title(f"t-SNE of embeddings, {title}")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return ""
+
+
+def _k_curve_png(curve: dict[str, float], chosen: int, method: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(int(k) for k in curve)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ks, [curve[str(k)] for k in ks], "o-")
+    ax.axvline(chosen, color="r", ls="--", label=f"chosen K = {chosen}")
+    ax.set_xlabel("K"), ax.set_ylabel(method), ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, max_per_cluster: int = 60) -> Path:
+    """Write ``<run>/report/index.html`` (+ thumbnails and plots beside it) and return its path."""
+    from .evaluation import evaluate_records
+    from .metrics import hungarian_mapping
+
     run = RunFolder.open(run_dir)
     images = run.images()
-    clustering = run.record("clustering")
-    maps = run.record("maps")
-    out = Path(run_dir) / "report"
-    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    clustering, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
     labels = np.asarray(clustering.labels)
-    parts = [f"<html><head><meta charset='utf-8'><title>anomaly-cluster report</title></head><body><h1>{html.escape(str(run_dir))}</h1>"]
+    x = emb.image_vectors()
+    out = Path(run_dir) / "report"
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    gt: GroundTruth | None = None
+    try:
+        gt = load_ground_truth(images, labels_csv)
+    except (DataError, OSError):
+        gt = None
+    config = run.config
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>anomaly-cluster report</title><style>{CSS}</style></head><body>"]
+    parts.append(f"<h1>Anomaly clusters: {html.escape(Path(images.root).name)} ({len(images)} images, K = {clustering.n_clusters})</h1>")
+    parts.append("<section id='summary'><p>" + html.escape(
+        f"localizer {config['localizer']['name']} · binarizer {config['binarizer']['name']} · representation "
+        f"{config['representation']['name']} · clusterer {config['clusterer']['name']} · K {clustering.k_method}"
+    ) + "</p>" + _table(["stage", "seconds to compute", "reused from cache"], [[k, v, "yes" if summary.get("cache_reused", {}).get(k) else "no"] for k, v in (summary.get("compute_seconds") or summary.get("seconds", {})).items()]) + "</section>")
+
+    truth_names: list[str] | None = None
+    if gt is not None:
+        truth_names = list(gt.labels)
+        result = evaluate_records(images, maps, clustering, labels_csv)
+        c, l = result["clustering"], result["localization"]
+        f = lambda v: "—" if v is None else f"{v:.3f}"
+        parts.append("<section id='metrics'><h2>Metrics against ground truth</h2>" + _table(
+            ["NMI", "ARI", "F1 micro", "F1 macro", "PRO@0.3", "AUROC pixel", "AUROC image"],
+            [[f(c["nmi"]), f(c["ari"]), f(c["f1_micro"]), f(c["f1_macro"]), f(l["pro_30"]), f(l["auroc_pixel"]), f(l["auroc_image"])]],
+        ) + f"<p class='note'>masks: {html.escape(l['masks'])}</p></section>")
+        true_ids, classes = gt.label_ids()
+        mapping = hungarian_mapping(true_ids, labels)
+        order = sorted(range(clustering.n_clusters), key=lambda k: (mapping.get(k, -1) < 0, mapping.get(k, 99)))
+        rows = []
+        for ci, cname in enumerate(classes):
+            rows.append([cname] + [int(np.sum((true_ids == ci) & (labels == k))) for k in order])
+        header = ["true type \\ cluster"] + [f"{k} → {classes[mapping[k]] if mapping.get(k, -1) >= 0 else '—'}" for k in order]
+        parts.append("<section id='confusion'><h2>Confusion matrix (clusters matched to types by optimal assignment)</h2>" + _table(header, rows) + "</section>")
+
+    parts.append("<section id='embedding-map'><h2>Embedding map</h2>")
+    note = _embedding_map(x, labels, truth_names, out / "embedding_map.png", seed=int(config.get("seed", 0) or 0))
+    parts.append(f"<p class='note'>{html.escape(note)}</p>" if note else "<img src='embedding_map.png' alt='t-SNE of the embeddings'>")
+    parts.append("</section>")
+
+    kfile = Path(run_dir) / "k_selection.json"
+    if kfile.exists():
+        k = json.loads(kfile.read_text())
+        _k_curve_png(k["curve"], k["chosen"], k["method"], out / "k_selection.png")
+        parts.append(f"<section id='k-selection'><h2>Choice of K ({html.escape(k['method'])})</h2><img src='k_selection.png' alt='K-selection curve'></section>")
+
+    arr = np.asarray(maps.maps, np.float32)
+    lo, hi = float(np.percentile(arr, 1)), float(arr.max())
+    parts.append("<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>")
+    work = []
     for k in range(clustering.n_clusters):
         members = np.flatnonzero(labels == k)
-        parts.append(f"<section class='cluster'><h2>cluster {k} ({len(members)} images)</h2>")
-        for i in members[:200]:
+        if len(members) == 0:
+            continue
+        centroid = x[members].mean(0)
+        dist = np.linalg.norm(x[members] - centroid, axis=1)
+        members = members[np.argsort(dist)]
+        work.append((k, members))
+    total = sum(min(len(m), max_per_cluster) for _, m in work)
+    bar = iter(runtime.progress(range(total), desc="report thumbnails", unit="img"))
+    for k, members in work:
+        composition = ""
+        if truth_names is not None:
+            counts: dict[str, int] = {}
+            for i in members:
+                counts[truth_names[i]] = counts.get(truth_names[i], 0) + 1
+            composition = " · " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda t: -t[1]))
+        parts.append(f"<div class='cluster' id='cluster-{k}'><h3>Cluster {k}: {len(members)} images{html.escape(composition)}</h3>")
+        parts.append(f"<p class='note'>most typical: {html.escape(images.names[members[0]])}; least typical: {html.escape(images.names[members[-1]])}</p><div class='gallery'>")
+        shown = members[:max_per_cluster]
+        for rank, i in enumerate(shown):
             stem = output_name(images.names[i])
-            img = Image.fromarray(load_image(images.paths[i]))
-            img.thumbnail((thumb, thumb))
-            img.save(out / "thumbs" / f"{stem}.jpg", quality=85)
-            heat = Path(run_dir) / "maps" / f"{stem}.png"
-            rel_heat = os.path.relpath(heat, out) if heat.exists() else ""
-            parts.append(f"<figure style='display:inline-block'><img src='thumbs/{stem}.jpg' title='{html.escape(images.names[i])}'>" + (f"<img src='{rel_heat}' width='{thumb}'>" if rel_heat else "") + f"<figcaption>{html.escape(images.names[i])} · {float(maps.scores[i]):.3g}</figcaption></figure>")
-        parts.append("</section>")
-    parts.append("</body></html>")
+            img = load_image(images.paths[i])
+            mh, mw = maps.map_size
+            pred = np.asarray(Image.fromarray(np.asarray(regions.masks[i], np.uint8) * 255).resize((img.shape[1], img.shape[0]), Image.NEAREST)) > 0
+            true = gt.load_mask(i, img.shape[:2]) if gt is not None and gt.has_masks else None
+            heat = _heat_rgb(arr[i], lo, hi)
+            a, b = _thumbs(img, np.asarray(Image.fromarray(heat).resize((img.shape[1], img.shape[0]), Image.BILINEAR)), pred, true, thumb)
+            a.save(out / "img" / f"{stem}.jpg", quality=85)
+            b.save(out / "img" / f"{stem}_map.jpg", quality=85)
+            tag = " <span class='tag'>most typical</span>" if rank == 0 else (" <span class='tag'>least typical</span>" if i == members[-1] else "")
+            true_txt = f" · true: {truth_names[i]}" if truth_names else ""
+            parts.append(
+                f"<figure><div class='pair'><img src='img/{stem}.jpg' alt='{html.escape(images.names[i])}'><img src='img/{stem}_map.jpg' alt='anomaly map'></div>"
+                f"<figcaption>{html.escape(images.names[i])} · score {float(maps.scores[i]):.3g}{html.escape(true_txt)}{tag}</figcaption></figure>"
+            )
+            next(bar, None)
+        if len(members) > max_per_cluster:
+            parts.append(f"<p class='note'>+{len(members) - max_per_cluster} more (see clusters.csv)</p>")
+        parts.append("</div></div>")
+    parts.append("</section></body></html>")
     page = out / "index.html"
     page.write_text("\n".join(parts))
     return page

@@ -118,6 +118,7 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
             "k_method": result.clustering.k_method,
             "cluster_sizes": counts.tolist(),
             "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+            "compute_seconds": {k: round(v, 3) for k, v in getattr(result, "compute_seconds", {}).items()},
             "cache_reused": result.cache_hits,
             "peak_rss_mb": round(result.peak_rss_mb, 1),
             "localizer_info": _jsonable(result.maps.info),

@@ -33,17 +33,80 @@ class _CentroidPredict(Clusterer):
 
 
 class WardClusterer(_CentroidPredict):
-    """Agglomerative clustering with Ward linkage (both papers' default); new images go to the nearest centroid."""
+    """Agglomerative clustering with Ward linkage (both papers' default); two-stage beyond ``max_exact`` images.
 
-    def __init__(self, n_clusters: int = 2):
+    Exact Ward needs memory growing with N². Beyond ``max_exact`` images it runs in two stages: mini-batch k-means
+    to ``n_micro`` micro-clusters, then Ward on their centroids weighted by their sizes (the Lance–Williams update
+    started from the micro-cluster sizes, so the merge costs equal exact Ward's on those groups). New images go to
+    the nearest centroid.
+    """
+
+    def __init__(self, n_clusters: int = 2, max_exact: int = 10000, n_micro: int = 1500, seed: int = 42):
         self.n_clusters = n_clusters
+        self.max_exact = max_exact
+        self.n_micro = n_micro
+        self.seed = seed
 
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
         x = embeddings.image_vectors().astype(np.float64)
         _check(x, self.n_clusters)
-        labels = AgglomerativeClustering(n_clusters=self.n_clusters, linkage="ward").fit_predict(x)
+        if len(x) <= self.max_exact:
+            labels = AgglomerativeClustering(n_clusters=self.n_clusters, linkage="ward").fit_predict(x)
+            info = {"ward": "exact"}
+        else:
+            from sklearn.cluster import MiniBatchKMeans
+
+            m = max(self.n_clusters, min(self.n_micro, len(x)))
+            micro = MiniBatchKMeans(m, init="random", n_init=1, max_iter=50, random_state=self.seed, batch_size=4096).fit(x)
+            counts = np.bincount(micro.labels_, minlength=m).astype(np.float64)
+            keep = counts > 0
+            remap = np.cumsum(keep) - 1
+            top = weighted_ward(micro.cluster_centers_[keep], counts[keep], self.n_clusters)
+            labels = top[remap[micro.labels_]]
+            info = {"ward": f"two-stage: mini-batch k-means to {int(keep.sum())} micro-clusters, then size-weighted Ward"}
         self._remember(x, labels)
-        return Clustering(labels, self.n_clusters)
+        return Clustering(labels, self.n_clusters, info=info)
+
+
+def weighted_ward(centroids: np.ndarray, sizes: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Ward agglomeration of groups given by their centroids and sizes, down to ``n_clusters``; returns a label per
+    group. Merge cost of A, B = nA·nB/(nA+nB)·‖cA − cB‖² (exactly Ward's increase in within-cluster variance),
+    updated by Lance–Williams; O(m²) memory and time for m groups, vectorised per merge."""
+    m = len(centroids)
+    n = sizes.astype(np.float64).copy()
+    sq = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+    d = (n[:, None] * n[None, :] / (n[:, None] + n[None, :])) * sq
+    np.fill_diagonal(d, np.inf)
+    active = np.ones(m, bool)
+    parent = np.arange(m)
+    row_arg = d.argmin(1)
+    row_min = d[np.arange(m), row_arg]
+    for _ in range(m - n_clusters):
+        a = int(np.argmin(row_min))
+        b = int(row_arg[a])
+        na, nb = n[a], n[b]
+        # Lance–Williams for Ward: d(a∪b, k) = ((na+nk) d(a,k) + (nb+nk) d(b,k) − nk d(a,b)) / (na+nb+nk)
+        new = ((na + n) * d[a] + (nb + n) * d[b] - n * d[a, b]) / (na + nb + n)
+        new[~active] = np.inf
+        new[a] = new[b] = np.inf
+        d[a, :] = new
+        d[:, a] = new
+        d[b, :] = np.inf
+        d[:, b] = np.inf
+        n[a] = na + nb
+        active[b] = False
+        parent[parent == b] = a
+        row_min[b] = np.inf
+        # rows whose nearest was a or b are recomputed; others may only have found a closer a
+        stale = np.flatnonzero(active & ((row_arg == a) | (row_arg == b)))
+        stale = np.union1d(stale, [a])
+        row_arg[stale] = d[stale].argmin(1)
+        row_min[stale] = d[stale, row_arg[stale]]
+        closer = active & (new < row_min)
+        row_arg[closer] = a
+        row_min[closer] = new[closer]
+    roots = np.unique(parent)
+    return np.searchsorted(roots, parent)
 
 
 class KMeansClusterer(Clusterer):

@@ -1,0 +1,72 @@
+"""Small tensor operations on feature maps that several plugin families share (FCA localizers, Blind-LCA
+representations): per-instance 0–1 scaling, Gaussian blur with reflect padding, and the anomaly-weighted image
+descriptor of Blind-LCA's eq. 2."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["scale_per_instance", "gaussian_kernel1d", "gaussian_blur", "weighted_descriptor"]
+
+
+def scale_per_instance(f: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Min–max scale each channel of each image to [0, 1] over its spatial positions (B×C×H×W → same shape);
+    a constant channel becomes 0. This is the "rescaled between 0 and 1 per instance" of FCA and Blind-LCA."""
+    if f.ndim != 4:
+        raise ValueError(f"scale_per_instance expects B×C×H×W, got shape {tuple(f.shape)}")
+    flat = f.flatten(2)
+    lo = flat.amin(dim=2, keepdim=True)
+    hi = flat.amax(dim=2, keepdim=True)
+    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(f)
+
+
+def gaussian_kernel1d(sigma: float, kernel_size: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A normalised 1-D Gaussian of ``kernel_size`` taps (default 2·ceil(1.5σ)+1: 5 taps for σ = 1, 7 for σ = 2,
+    the sizes the Blind-LCA reference uses)."""
+    if kernel_size is None:
+        kernel_size = 2 * math.ceil(1.5 * sigma) + 1
+    if kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+    x = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of a B×C×H×W tensor, reflect-padded (replicate where the map is
+    too small to reflect). ``kernel_size`` defaults to 2·ceil(1.5σ)+1. σ ≤ 0 returns ``x`` unchanged."""
+    if x.ndim != 4:
+        raise ValueError(f"gaussian_blur expects B×C×H×W, got shape {tuple(x.shape)}")
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel1d(sigma, kernel_size, x.dtype).to(x.device)
+    r = k.numel() // 2
+    if r == 0:
+        return x
+    b, c, h, w = x.shape
+    mode = "reflect" if min(h, w) > r else "replicate"
+    y = F.pad(x.reshape(b * c, 1, h, w), (r, r, r, r), mode=mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    y = F.conv2d(y, k.view(1, 1, -1, 1))
+    return y.view(b, c, h, w)
+
+
+def weighted_descriptor(features: torch.Tensor, maps: torch.Tensor, tau: float = 0.002, blur_sigma: float = 2.0) -> torch.Tensor:
+    """Blind-LCA eq. 2: one C-vector per image, the features weighted by softmax(anomaly / τ) over all positions.
+
+    As in the authors' code, the features are first blurred (Gaussian σ = ``blur_sigma``; 7×7 for σ = 2) and centred
+    (spatial mean subtracted per channel). ``maps`` (B×H'×W') are resized bilinearly to the feature grid when their
+    size differs. B×C×H×W, B×H'×W' → B×C."""
+    if features.ndim != 4 or maps.ndim != 3 or maps.shape[0] != features.shape[0]:
+        raise ValueError(f"weighted_descriptor expects B×C×H×W features and B×H×W maps, got {tuple(features.shape)}, {tuple(maps.shape)}")
+    h, w = features.shape[-2:]
+    maps = maps.to(features.dtype)
+    if maps.shape[-2:] != (h, w):
+        maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    f = gaussian_blur(features, blur_sigma) if blur_sigma > 0 else features
+    f = f - f.mean(dim=(2, 3), keepdim=True)
+    weights = torch.softmax(maps.flatten(1) / tau, dim=1)  # B×HW
+    return torch.einsum("bcp,bp->bc", f.flatten(2), weights)

@@ -1,0 +1,251 @@
+"""Blind-LCA's contrastive head: a 1×1 two-layer head trained on pixel pairs mined from binarized anomaly maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomaly_clustering import runtime
+from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, FeatureSpec, extract_features
+from anomaly_clustering.features_ops import weighted_descriptor
+from anomaly_clustering.interfaces import Representation
+from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
+
+from .descriptor import feature_batches, maps_on_grid, normalize_maps
+
+__all__ = ["ContrastiveHead", "ProjectionHead", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
+
+
+class ProjectionHead(nn.Module):
+    """The trainable head H: 1×1 conv C→hidden, ReLU, hidden→C, L2-normalised over channels. Written as Linear
+    layers on the channel axis, so it runs on a bag of sampled pixel vectors (…×C) or, via :meth:`forward_map`,
+    on whole B×C×h×w maps (a 1×1 convolution)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+    def forward_map(self, f: torch.Tensor) -> torch.Tensor:
+        return self(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def hadsell_loss(pos_pairs: list[tuple[torch.Tensor, torch.Tensor]], neg_pairs: list[tuple[torch.Tensor, torch.Tensor]], margin: float = 0.5) -> torch.Tensor:
+    """Hadsell et al.'s contrastive loss on unit vectors, d = squared Euclidean distance over all pairs of two sets:
+    mean(d) over the positive pairs + mean(relu(margin − d)) over the negative pairs. Empty sets are skipped."""
+    terms = []
+    pos = [torch.cdist(a, b).pow(2).flatten() for a, b in pos_pairs if len(a) and len(b)]
+    neg = [F.relu(margin - torch.cdist(a, b).pow(2)).flatten() for a, b in neg_pairs if len(a) and len(b)]
+    if pos:
+        terms.append(torch.cat(pos).mean())
+    if neg:
+        terms.append(torch.cat(neg).mean())
+    if not terms:
+        return torch.zeros((), requires_grad=True)
+    return torch.stack(terms).sum()
+
+
+def image_neighbours(descriptors: np.ndarray, k: int = 3) -> tuple[np.ndarray, list[np.ndarray]]:
+    """k nearest images by descriptor (similarity = −mean squared difference) and, per image, the "far half":
+    images whose similarity is at or below the 0.5-quantile of its ranking (the counter-image candidates)."""
+    d = torch.from_numpy(np.asarray(descriptors, np.float32))
+    sim = -torch.cdist(d, d).pow(2) / d.shape[1]
+    n = len(d)
+    sim.fill_diagonal_(-float("inf"))
+    k = min(k, n - 1)
+    neighbours = sim.topk(k, dim=1).indices.numpy()
+    far = []
+    for i in range(n):
+        others = np.delete(sim[i].numpy(), i)
+        cut = np.quantile(others, 0.5) if len(others) else 0.0
+        cand = np.flatnonzero(sim[i].numpy() <= cut)
+        far.append(cand[cand != i])
+    return neighbours, far
+
+
+@dataclass
+class PixelPools:
+    """Per image, the flat feature-grid positions above (``positives``) and below (``negatives``) the threshold."""
+
+    positives: list[np.ndarray]
+    negatives: list[np.ndarray]
+
+    @classmethod
+    def from_maps(cls, maps_on_grid: torch.Tensor, thresholds: np.ndarray) -> "PixelPools":
+        above = (maps_on_grid.flatten(1) > torch.as_tensor(thresholds, dtype=maps_on_grid.dtype)[:, None]).numpy()
+        return cls([np.flatnonzero(a) for a in above], [np.flatnonzero(~a) for a in above])
+
+    def capped(self, limit: int, rng: np.random.Generator) -> "PixelPools":
+        """At most ``limit`` random positions of each kind per image (kept sorted)."""
+        cap = lambda p: np.sort(rng.choice(p, limit, replace=False)) if len(p) > limit else p
+        return PixelPools([cap(p) for p in self.positives], [cap(p) for p in self.negatives])
+
+
+def _pick(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
+    if len(pool) == 0:
+        return pool
+    return rng.choice(pool, size=n, replace=len(pool) < n)
+
+
+def sample_step(i: int, pools: PixelPools, neighbours: np.ndarray, far: list[np.ndarray], rng: np.random.Generator, n_self: int = 20, n_pool: int = 50, n_counter_images: int = 5) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """The pixels of one training step for image i, as (image, flat positions) lists: ``pos_i``/``neg_i`` (n_self
+    each from i), ``pos_nb``/``neg_nb`` (n_pool each from i ∪ its neighbours), ``pos_counter`` (n_pool positives
+    from ``n_counter_images`` random far-half images)."""
+
+    def from_images(imgs: np.ndarray, kind: str, n: int) -> list[tuple[int, np.ndarray]]:
+        pool = [getattr(pools, kind)[j] for j in imgs]
+        ends = np.cumsum([len(p) for p in pool])
+        if not len(ends) or ends[-1] == 0:
+            return []
+        pick = rng.choice(ends[-1], size=n, replace=ends[-1] < n)
+        owner = np.searchsorted(ends, pick, side="right")
+        positions = np.concatenate(pool)[pick]
+        return [(int(imgs[o]), positions[owner == o]) for o in np.unique(owner)]
+
+    group = np.concatenate([[i], neighbours[i]])
+    counter = far[i] if len(far[i]) else np.array([], int)
+    counter = rng.choice(counter, size=min(n_counter_images, len(counter)), replace=False) if len(counter) else counter
+    return {
+        "pos_i": [(i, _pick(rng, pools.positives[i], n_self))] if len(pools.positives[i]) else [],
+        "neg_i": [(i, _pick(rng, pools.negatives[i], n_self))] if len(pools.negatives[i]) else [],
+        "pos_nb": from_images(group, "positives", n_pool),
+        "neg_nb": from_images(group, "negatives", n_pool),
+        "pos_counter": from_images(counter, "positives", n_pool),
+    }
+
+
+class ContrastiveHead(Representation):
+    """Blind-LCA: a 1×1 head (C→C/2→C, L2 norm) trained contrastively on pixels of the binarized maps, then eq. 2.
+
+    Positives are feature-grid pixels whose anomaly exceeds the Regions record's threshold (whichever binarizer
+    made it), negatives the rest. Each step takes image i, its ``n_neighbors`` nearest images by eq. 2 descriptor
+    and ``n_counter_images`` images from the far half, and applies Hadsell's margin loss to (pos_i, pos_nb),
+    (neg_i, neg_nb) [pull] and (pos_i, neg_nb), (pos_nb, pos_counter) [push]; only the sampled pixel vectors go
+    through the head; each image keeps at most ``max_pixels_per_image`` random candidates of each kind. AdamW, ``epochs`` passes over the set. The head's weights are the learned state, so
+    ``transform`` describes new images. Inputs are per-instance 0–1 scaled features, as in the reference.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        layers: tuple[str, ...] = (),
+        input_size: int = 512,
+        tau: float = 0.002,
+        blur_sigma: float = 2.0,
+        normalize_maps: str = "minmax-set",
+        hidden_channels: int | None = None,
+        n_neighbors: int = 3,
+        n_counter_images: int = 5,
+        n_self: int = 20,
+        n_pool: int = 50,
+        margin: float = 0.5,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        epochs: int = 10,
+        threshold: float | None = None,
+        max_pixels_per_image: int = 512,
+        seed: int = 0,
+        batch_size: int = 8,
+    ):
+        self.backbone = backbone
+        self.backbone_weights = backbone_weights
+        self.layers = layers
+        self.input_size = input_size
+        self.tau = tau
+        self.blur_sigma = blur_sigma
+        self.normalize_maps = normalize_maps
+        self.hidden_channels = hidden_channels
+        self.n_neighbors = n_neighbors
+        self.n_counter_images = n_counter_images
+        self.n_self = n_self
+        self.n_pool = n_pool
+        self.margin = margin
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.threshold = threshold
+        self.max_pixels_per_image = max_pixels_per_image
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def _features(self, images: ImageSet) -> FeatureArray:
+        return extract_features(images, FeatureSpec(self.backbone, tuple(self.layers), self.input_size, self.backbone_weights))
+
+    def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "ContrastiveHead":
+        feats = self._features(images)
+        n, c, h, w = feats.shape
+        weights = normalize_maps(maps.maps, self.normalize_maps)
+        thresholds = np.full(n, self.threshold, np.float32) if self.threshold is not None else np.asarray(regions.thresholds, np.float32)
+        # Pools first (capped per image, so their scaled pixel vectors fit in memory), then one pass over the
+        # features: eq. 2 descriptors and the pooled pixels' 0–1 scaled vectors.
+        rng = np.random.default_rng(self.seed)
+        pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), thresholds).capped(self.max_pixels_per_image, rng)
+        banks: dict[str, list[torch.Tensor]] = {"positives": [None] * n, "negatives": [None] * n}  # type: ignore[list-item]
+        descriptors = np.empty((n, c), np.float32)
+        for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
+            descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
+            flat = f.flatten(2)
+            for b, j in enumerate(idx):
+                for kind in banks:
+                    banks[kind][j] = flat[b][:, getattr(pools, kind)[j]].T.contiguous()
+        neighbours, far = image_neighbours(descriptors, self.n_neighbors)
+        # Train the head on sampled pixel vectors only.
+        torch.manual_seed(self.seed)
+        dev = runtime.device()
+        head = ProjectionHead(c, self.hidden_channels or max(1, c // 2)).to(dev)
+        opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+        def gather(parts: list[tuple[int, np.ndarray]], kind: str) -> torch.Tensor:
+            if not parts:
+                return torch.empty(0, c, device=dev)
+            pool = getattr(pools, kind)
+            rows = [banks[kind][j][torch.from_numpy(np.searchsorted(pool[j], p))] for j, p in parts]
+            return torch.cat(rows).to(dev)
+
+        losses: list[float] = []
+        head.train()
+        for _ in runtime.progress(range(self.epochs), desc="contrastive: epochs", unit="epoch"):
+            total = 0.0
+            for i in rng.permutation(n):
+                parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
+                keys = list(parts)
+                vectors = [gather(parts[k], "positives" if k.startswith("pos") else "negatives") for k in keys]
+                sizes = [len(v) for v in vectors]
+                z = dict(zip(keys, head(torch.cat(vectors)).split(sizes)))
+                loss = hadsell_loss(
+                    [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
+                    [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
+                    self.margin,
+                )
+                if loss.requires_grad and loss.grad_fn is not None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                total += float(loss.detach())
+            losses.append(total / max(n, 1))
+        self.head_ = head.eval().cpu()
+        self.loss_history_ = losses
+        self.n_positive_pixels_ = int(sum(len(p) for p in pools.positives))
+        return self
+
+    def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        if not hasattr(self, "head_"):
+            raise RuntimeError("ContrastiveHead.transform before fit: the head has not been trained")
+        feats = self._features(images)
+        weights = normalize_maps(maps.maps, self.normalize_maps)
+        dev = runtime.device()
+        head = self.head_.to(dev)
+        out = np.empty((len(images), feats.shape[1]), np.float32)
+        with torch.no_grad():
+            for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: embed"):
+                z = head.forward_map(f.to(dev)).cpu()
+                out[idx] = weighted_descriptor(z, maps_on_grid(weights[idx], f.shape[-2:]), self.tau, self.blur_sigma).numpy()
+        self.head_ = head.cpu()
+        return Embeddings.per_image(out, {"backbone": self.backbone, "tau": self.tau, "final_loss": self.loss_history_[-1] if self.loss_history_ else None})

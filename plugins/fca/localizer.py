@@ -1,0 +1,190 @@
+"""FCA localizers: zero-shot feature correspondence analysis per image (``fca``) and Blind-LCA's blind anomaly
+localization, FCA on the residuals of a 1×1 VAE trained on the unlabelled set itself (``fca-vae``)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from anomaly_clustering import runtime
+from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, FeatureSpec, extract_features
+from anomaly_clustering.data import image_size
+from anomaly_clustering.features_ops import scale_per_instance
+from anomaly_clustering.interfaces import Localizer
+from anomaly_clustering.records import AnomalyMaps, ImageSet
+
+from .torch_model import FCAParams, FeatureVAE, fca_map, train_vae
+
+
+class FCALocalizer(Localizer):
+    """Zero-shot FCA (Ardelean & Weyrich): each 7×7 patch's sorted features against the image's own median patch.
+
+    Per image, on per-instance 0–1 scaled backbone features; maps at the feature-grid resolution (64×64 for 512 px),
+    blurred (σ = ``post_sigma``) with a zeroed ``border``; image score = the map's maximum.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        input_size: int = 512,
+        layers: tuple[str, ...] = (),
+        patch_size: int = 7,
+        sigma_p: float = 3.0,
+        sigma_s: float = 1.0,
+        post_sigma: float = 1.0,
+        border: int = 5,
+        chunk_elements: int = 1 << 22,
+    ):
+        self.backbone = backbone
+        self.backbone_weights = backbone_weights
+        self.input_size = input_size
+        self.layers = layers
+        self.patch_size = patch_size
+        self.sigma_p = sigma_p
+        self.sigma_s = sigma_s
+        self.post_sigma = post_sigma
+        self.border = border
+        self.chunk_elements = chunk_elements
+
+    # -- shared helpers -------------------------------------------------------------------------------------------
+    def _spec(self) -> FeatureSpec:
+        return FeatureSpec(self.backbone, tuple(self.layers), self.input_size, self.backbone_weights)
+
+    def _params(self) -> FCAParams:
+        return FCAParams(self.patch_size, self.sigma_p, self.sigma_s, self.post_sigma, self.border, self.chunk_elements)
+
+    def _fca_input(self, scaled: torch.Tensor) -> torch.Tensor:
+        """What FCA analyses, from B×C×H×W scaled features (here: the features themselves)."""
+        return scaled
+
+    def _score(self, images: ImageSet, feats: FeatureArray, desc: str) -> tuple[np.ndarray, float]:
+        """FCA maps (N×h×w) of every image and the seconds spent."""
+        n, _, h, w = feats.shape
+        maps = np.empty((n, h, w), np.float32)
+        params, device = self._params(), runtime.device()
+        start = time.perf_counter()
+        with torch.no_grad():
+            for i in runtime.progress(range(n), desc=desc, unit="img"):
+                x = scale_per_instance(feats[i][None].to(device))
+                maps[i] = fca_map(self._fca_input(x)[0], params).cpu().numpy()
+        return maps, time.perf_counter() - start
+
+    @staticmethod
+    def _records(images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
+        sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
+        return AnomalyMaps(maps, maps.reshape(len(maps), -1).max(axis=1), sizes, info)
+
+    def predict(self, images: ImageSet) -> AnomalyMaps:
+        start = time.perf_counter()
+        feats = extract_features(images, self._spec())
+        t_feat = time.perf_counter() - start
+        maps, t_fca = self._score(images, feats, "fca")
+        info = {"method": "fca", "backbone": self.backbone, "input_size": self.input_size, "timings": {"features_s": t_feat, "fca_s": t_fca}}
+        return self._records(images, maps, info)
+
+
+class FCAVAELocalizer(FCALocalizer):
+    """Blind-LCA's BAL: FCA on the residuals F − D(μ) of a 1×1-conv VAE trained on the unlabelled set's own features.
+
+    The VAE (a per-pixel MLP, the same function as 1×1 convolutions) is trained on random pixel vectors of the
+    per-instance scaled features of every image in the set (normal and anomalous alike: the blind setting);
+    ``predict`` on new images uses the trained VAE. Layer widths follow the paper with the backbone's channel count
+    as the input/hidden width and a ``latent``-wide bottleneck.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        input_size: int = 512,
+        layers: tuple[str, ...] = (),
+        patch_size: int = 7,
+        sigma_p: float = 3.0,
+        sigma_s: float = 1.0,
+        post_sigma: float = 1.0,
+        border: int = 5,
+        chunk_elements: int = 1 << 22,
+        latent: int = 128,
+        vae_iterations: int = 1000,
+        vae_batch_pixels: int = 1024,
+        pool_pixels: int = 1 << 18,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        kl_weight: float = 1e-3,
+        seed: int = 42,
+    ):
+        super().__init__(backbone, backbone_weights, input_size, layers, patch_size, sigma_p, sigma_s, post_sigma, border, chunk_elements)
+        self.latent = latent
+        self.vae_iterations = vae_iterations
+        self.vae_batch_pixels = vae_batch_pixels
+        self.pool_pixels = pool_pixels
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.kl_weight = kl_weight
+        self.seed = seed
+
+    def _pixel_pool(self, feats: FeatureArray) -> torch.Tensor:
+        """Random scaled pixel vectors, an equal share from every image (P×C, float16 to halve the memory)."""
+        n, c, h, w = feats.shape
+        per_image = max(1, min(h * w, math.ceil(self.pool_pixels / n)))
+        gen = torch.Generator().manual_seed(self.seed)
+        pool = torch.empty(n * per_image, c, dtype=torch.float16)
+        for i in runtime.progress(range(n), desc="fca-vae pixel pool", unit="img"):
+            x = scale_per_instance(feats[i][None])[0].flatten(1)  # C×HW
+            pick = torch.randperm(h * w, generator=gen)[:per_image]
+            pool[i * per_image : (i + 1) * per_image] = x[:, pick].T.half()
+        return pool
+
+    def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCAVAELocalizer":
+        start = time.perf_counter()
+        feats = extract_features(images, self._spec())
+        t_feat = time.perf_counter() - start
+        start = time.perf_counter()
+        pool = self._pixel_pool(feats)
+
+        def sample(batch: int, gen: torch.Generator) -> torch.Tensor:
+            return pool[torch.randint(len(pool), (batch,), generator=gen)].float()
+
+        self.vae_, losses = train_vae(
+            sample,
+            feats.shape[1],
+            self.vae_iterations,
+            self.vae_batch_pixels,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            kl_weight=self.kl_weight,
+            latent=self.latent,
+            seed=self.seed,
+            device=runtime.device(),
+            progress=lambda it: runtime.progress(it, desc="fca-vae training", unit="step"),
+        )
+        tail = max(1, len(losses) // 20)
+        self.loss_first_, self.loss_last_ = float(np.mean(losses[:tail])), float(np.mean(losses[-tail:]))
+        self.fit_timings_ = {"features_s": t_feat, "vae_fit_s": time.perf_counter() - start}
+        return self
+
+    def _fca_input(self, scaled: torch.Tensor) -> torch.Tensor:
+        vae: FeatureVAE = self.vae_.to(scaled.device)
+        return scaled - vae.reconstruct_maps(scaled)
+
+    def predict(self, images: ImageSet) -> AnomalyMaps:
+        if not hasattr(self, "vae_"):
+            raise RuntimeError("FCAVAELocalizer.predict before fit: call fit (or fit_predict) on the set first")
+        start = time.perf_counter()
+        feats = extract_features(images, self._spec())
+        t_feat = time.perf_counter() - start
+        maps, t_fca = self._score(images, feats, "fca-vae")
+        self.vae_.cpu()  # keep the pickled state device-free
+        timings = {**getattr(self, "fit_timings_", {}), "predict_features_s": t_feat, "fca_s": t_fca}
+        info = {
+            "method": "fca-vae",
+            "backbone": self.backbone,
+            "input_size": self.input_size,
+            "vae_loss": [self.loss_first_, self.loss_last_],
+            "timings": timings,
+        }
+        return self._records(images, maps, info)

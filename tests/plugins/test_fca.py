@@ -1,0 +1,135 @@
+"""FCA and FCA+VAE localizers: the fast FCA equals a direct per-position computation, a periodic texture gives a
+flat map, and on generated textures with planted defects both localizers' maps peak on the defects."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from anomaly_clustering import runtime
+from anomaly_clustering.data import load_image_set
+from anomaly_clustering.examples import make_texture, plant_defect
+from anomaly_clustering.features_ops import gaussian_blur
+from anomaly_clustering.plugins.fca.localizer import FCALocalizer, FCAVAELocalizer
+from anomaly_clustering.plugins.fca.torch_model import FCAParams, FeatureVAE, fca_map, reference_distribution
+
+SIZE = 128  # image side; lite0 features at stride 8 → 16×16 maps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: two OpenMP threads on a shared, oversubscribed CPU are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def direct_fca(x: torch.Tensor, p: int = 7, sigma_p: float = 3.0, sigma_s: float = 1.0) -> torch.Tensor:
+    """FCA before post-processing, one position and one channel at a time (tiny inputs only)."""
+    c, h, w = x.shape
+    r = p // 2
+    ref = reference_distribution(x, p)
+    k = torch.exp(-0.5 * ((torch.arange(p) - r) / sigma_p) ** 2)
+    weight = torch.outer(k, k) / torch.outer(k, k).sum()
+    xp = F.pad(x[None], (r, r, r, r), mode="reflect")[0]
+    acc = torch.zeros(h + 2 * r, w + 2 * r)
+    for i in range(h):
+        for j in range(w):
+            contrib = torch.zeros(p * p)
+            for ch in range(c):
+                v = xp[ch, i : i + p, j : j + p].reshape(-1)
+                order = torch.sort(v, stable=True).indices
+                contrib[order] += (v[order] - ref[ch]).abs()
+            patch = gaussian_blur((contrib / c).view(1, 1, p, p), sigma_s)[0, 0]
+            acc[i : i + p, j : j + p] += patch * weight
+    return acc[r : r + h, r : r + w]
+
+
+def test_fast_fca_equals_direct_computation():
+    x = torch.rand(3, 11, 13)
+    fast = fca_map(x, FCAParams(chunk_elements=300), postprocess_map=False)  # several chunks
+    assert torch.allclose(fast, direct_fca(x), atol=1e-6)
+    # ties (e.g. ReLU zeros) are broken by cell order, as a stable sort does
+    x[:, :4] = 0
+    assert torch.allclose(fca_map(x, postprocess_map=False), direct_fca(x), atol=1e-6)
+
+
+def test_reference_distribution_is_tile_median_of_sorted_values():
+    x = torch.arange(2 * 14 * 14, dtype=torch.float32).view(2, 14, 14)
+    ref = reference_distribution(x)
+    tiles = [x[:, i : i + 7, j : j + 7].reshape(2, -1).sort(1).values for i in (0, 7) for j in (0, 7)]
+    assert torch.allclose(ref, torch.quantile(torch.stack(tiles), 0.5, dim=0))  # 4 tiles: interpolated median
+    assert ref.shape == (2, 49) and torch.all(ref[:, 1:] >= ref[:, :-1])
+
+
+def test_periodic_texture_gives_near_uniform_map_and_a_defect_stands_out():
+    yy, xx = torch.meshgrid(torch.arange(42.0), torch.arange(42.0), indexing="ij")
+    x = torch.stack([torch.sin(2 * np.pi * xx / 7), torch.cos(2 * np.pi * yy / 7), torch.sin(2 * np.pi * (xx + yy) / 7)])
+    x = (x + 1) / 2
+    # away from the reflect-padded edges (patch radius 3, overlap radius 3, post-blur radius 2) every patch holds
+    # whole periods, so every sorted patch equals the reference
+    flat = fca_map(x)[8:-8, 8:-8]
+    assert float(flat.max()) < 1e-5
+    x[:, 20:23, 18:21] = 1.0
+    amap = fca_map(x)
+    peak = np.unravel_index(int(amap.argmax()), amap.shape)
+    assert abs(peak[0] - 21) <= 2 and abs(peak[1] - 19) <= 2
+    assert float(amap.max()) > 1e-3
+
+
+def test_border_is_zeroed():
+    amap = fca_map(torch.rand(2, 20, 20))
+    assert torch.all(amap[:5] == 0) and torch.all(amap[:, -5:] == 0) and float(amap[5:-5, 5:-5].min()) > 0
+
+
+def test_vae_decodes_mu_without_sampling():
+    torch.manual_seed(0)
+    vae = FeatureVAE(8, latent=4).eval()
+    x = torch.rand(2, 8, 5, 5)
+    a, b = vae.reconstruct_maps(x), vae.reconstruct_maps(x)
+    assert a.shape == x.shape and torch.equal(a, b) and torch.all(a >= 0)
+    assert vae.loss(x.permute(0, 2, 3, 1).reshape(-1, 8)).item() > 0
+
+
+@pytest.fixture(scope="module")
+def defect_set(tmp_path_factory):
+    """8 generated textures with one planted defect each and 2 defect-free ones (masks at 16×16 map resolution)."""
+    root = tmp_path_factory.mktemp("fca_textures")
+    rng = np.random.default_rng(7)
+    masks = []
+    for i in range(10):
+        img = make_texture(rng, SIZE)
+        mask = np.zeros((SIZE, SIZE), bool)
+        if i < 8:
+            img, mask = plant_defect(img, ("scratch", "hole", "stain")[i % 3], rng)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"{i:02d}.png")
+        masks.append(np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((16, 16), Image.BOX)) > 64)
+    return load_image_set(root), np.stack(masks)
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
+    inner = np.zeros_like(masks)
+    inner[:, 5:-5, 5:-5] = True  # the zeroed border carries no information
+    return roc_auc_score(masks[inner], maps[inner])
+
+
+@pytest.mark.parametrize("cls, extra", [(FCALocalizer, {}), (FCAVAELocalizer, {"vae_iterations": 100, "vae_batch_pixels": 256})])
+def test_localizers_peak_on_planted_defects(defect_set, cls, extra):
+    images, masks = defect_set
+    with runtime.settings(quiet=True):
+        loc = cls(input_size=SIZE, **extra)
+        out = loc.fit_predict(images)
+    assert out.maps.shape == (10, 16, 16) and np.allclose(out.scores, out.maps.reshape(10, -1).max(1))
+    assert tuple(out.image_sizes[0]) == (SIZE, SIZE)
+    assert pixel_auroc(out.maps, masks) > 0.9
+    if cls is FCAVAELocalizer:
+        assert out.info["vae_loss"][1] < out.info["vae_loss"][0]  # training reduced the loss
+        again = pickle.loads(pickle.dumps(loc)).predict(images.subset([0, 9]))  # pickled state predicts new sets
+        assert np.allclose(again.maps, out.maps[[0, 9]], atol=1e-5)

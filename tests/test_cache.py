@@ -1,0 +1,83 @@
+"""The stage cache: a rerun reuses every stage, a changed option recomputes only its stage and those after it, a
+changed image recomputes everything, and a corrupt cache entry is detected and recomputed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomaly_clustering import cli
+from conftest import FAST_FIT
+
+STAGES = ("localizer", "binarizer", "representation", "clusterer")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, example_data) -> Path:
+    ws = tmp_path_factory.mktemp("cache_ws")
+    shutil.copytree(example_data, ws / "data")
+    return ws
+
+
+def fit(ws: Path, run: str, *extra: str) -> dict:
+    code = cli.main(["fit", "--data", str(ws / "data"), *FAST_FIT, "--run", str(ws / run), "--cache_dir", str(ws / "cache"), *extra])
+    assert code == 0
+    return json.loads((ws / run / "summary.json").read_text())
+
+
+def test_rerun_reuses_every_stage_then_changes_recompute_only_what_changed(workspace, capsys):
+    first = fit(workspace, "a")
+    assert first["cache_reused"] == {s: False for s in STAGES}
+    labels_first = (workspace / "a" / "clusters.csv").read_text()
+    capsys.readouterr()
+
+    again = fit(workspace, "a", "--quiet", "false")
+    assert again["cache_reused"] == {s: True for s in STAGES}
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"[{stage}]" in out and "reused" in out.split(f"[{stage}]")[1].splitlines()[0]
+    assert all("reused" in line for line in again["log"])
+    assert (workspace / "a" / "clusters.csv").read_text() == labels_first
+
+    # a representation option: representation and clusterer recompute, localizer and binarizer are reused
+    changed = fit(workspace, "b", "--representation.input_size", "96")
+    assert changed["cache_reused"] == {"localizer": True, "binarizer": True, "representation": False, "clusterer": False}
+
+    # a clusterer option: only the clusterer
+    changed = fit(workspace, "c", "--clusterer", "kmeans")
+    assert changed["cache_reused"] == {"localizer": True, "binarizer": True, "representation": True, "clusterer": False}
+
+    # a changed image: everything recomputes
+    img_path = sorted((workspace / "data" / "good").glob("*.png"))[0]
+    arr = np.asarray(Image.open(img_path)).copy()
+    arr[:8, :8] = 255 - arr[:8, :8]
+    Image.fromarray(arr).save(img_path)
+    changed = fit(workspace, "a")
+    assert changed["cache_reused"] == {s: False for s in STAGES}
+
+
+def test_corrupt_cache_entry_is_detected_and_recomputed(workspace):
+    fit(workspace, "d")
+    again = fit(workspace, "d")
+    assert all(again["cache_reused"].values())
+    # truncate the stored embedding vectors of the cached representation stage
+    key = json.loads((workspace / "d" / "model" / "pipeline.json").read_text())["keys"]["representation"]
+    vectors = workspace / "cache" / "representation" / key / "record" / "vectors.npy"
+    data = vectors.read_bytes()
+    vectors.write_bytes(data[: len(data) // 2])
+    redone = fit(workspace, "d")
+    assert redone["cache_reused"] == {"localizer": True, "binarizer": True, "representation": False, "clusterer": True}
+    # a flipped byte with the size unchanged is caught by the checksum too
+    key = json.loads((workspace / "d" / "model" / "pipeline.json").read_text())["keys"]["localizer"]
+    maps = workspace / "cache" / "localizer" / key / "record" / "maps.npy"
+    raw = bytearray(maps.read_bytes())
+    raw[-1] ^= 0xFF
+    maps.write_bytes(bytes(raw))
+    redone = fit(workspace, "d")
+    assert redone["cache_reused"]["localizer"] is False
+    assert redone["n_clusters"] == 4
