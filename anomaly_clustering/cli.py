@@ -29,9 +29,9 @@ COMMANDS = {
     "example": "write a small generated example set (MVTec layout, three defect kinds) to a folder",
 }
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
-DEFAULT_LOCALIZER = "fca"
+DEFAULT_LOCALIZER = "fca-vae"
 FALLBACK_LOCALIZER = "color-stats"
-DEFAULT_CLASSIFIER = "average"
+DEFAULT_CLASSIFIER = "anomaly-context"
 
 
 class CLIError(Exception):

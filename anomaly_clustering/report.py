@@ -139,7 +139,8 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
     config = run.config
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>anomaly-cluster report</title><style>{CSS}</style></head><body>"]
-    parts.append(f"<h1>Anomaly clusters: {html.escape(Path(images.root).name)} ({len(images)} images, K = {clustering.n_clusters})</h1>")
+    set_name = Path(images.root).parent.name if Path(images.root).name == "test" else Path(images.root).name
+    parts.append(f"<h1>Anomaly clusters: {html.escape(set_name)} ({len(images)} images, K = {clustering.n_clusters})</h1>")
     parts.append("<section id='summary'><p>" + html.escape(
         f"localizer {config['localizer']['name']} · binarizer {config['binarizer']['name']} · representation "
         f"{config['representation']['name']} · clusterer {config['clusterer']['name']} · K {clustering.k_method}"

@@ -53,12 +53,15 @@ def feature_batches(feats: FeatureArray, batch_size: int, scale: bool, desc: str
 
 
 class WeightedDescriptor(Representation):
-    """Blind-LCA eq. 2: softmax(map/τ)-weighted sum of blurred (σ=2), centred backbone features, one per image.
+    """Blind-LCA eq. 2: softmax(map/τ)-weighted sum of blurred, centred features; optionally with a context block.
 
     Works with any localizer's maps; ``normalize_maps`` puts them into the value range τ was tuned for
-    (``minmax-set``, the default, not yet measured against the alternatives; ``none`` reproduces the paper with FCA maps).
-    ``scale_features`` applies the per-instance 0–1 channel scaling of the reference implementation first.
-    Not learned: ``transform`` describes any images on their own.
+    (``minmax-set`` maps the set's range to [0, 0.1], about FCA's; ``none`` reproduces the paper with FCA maps).
+    ``scale_features`` applies the per-instance 0–1 channel scaling of the reference implementation first. A tuple
+    of several ``tau`` gives one block per temperature. ``context_weight`` > 0 appends the mean-pooled features
+    (Sohn et al.'s Average) as one more block: eq. 2 describes *what the anomaly looks like*, the context block *what
+    the whole image looks like*, which decides defect types that cover most of the image (NEU-DET). Blocks are
+    scaled to unit mean norm over the fitted set (learned state), so each counts alike whatever its units.
     """
 
     def __init__(
@@ -67,10 +70,11 @@ class WeightedDescriptor(Representation):
         backbone_weights: str | None = None,
         layers: tuple[str, ...] = (),
         input_size: int = 512,
-        tau: float = 0.002,
+        tau: float | tuple[float, ...] = 0.002,
         blur_sigma: float = 2.0,
         normalize_maps: str = "minmax-set",
         scale_features: bool = True,
+        context_weight: float = 0.0,
         batch_size: int = 8,
     ):
         self.backbone = backbone
@@ -81,16 +85,53 @@ class WeightedDescriptor(Representation):
         self.blur_sigma = blur_sigma
         self.normalize_maps = normalize_maps
         self.scale_features = scale_features
+        self.context_weight = context_weight
         self.batch_size = batch_size
 
     def feature_spec(self) -> FeatureSpec:
         return FeatureSpec(self.backbone, tuple(self.layers), self.input_size, self.backbone_weights)
 
-    def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+    def _taus(self) -> list[float]:
+        return [float(t) for t in (self.tau if isinstance(self.tau, (list, tuple)) else [self.tau])]
+
+    def _blocks(self, images: ImageSet, maps: AnomalyMaps) -> list[np.ndarray]:
+        """Unscaled blocks: one eq.-2 descriptor per τ, then the mean-pooled context when ``context_weight`` > 0."""
         feats = extract_features(images, self.feature_spec())
         weights = normalize_maps(maps.maps, self.normalize_maps)
-        out = np.empty((len(images), feats.shape[1]), np.float32)
+        taus, c = self._taus(), feats.shape[1]
+        blocks = [np.empty((len(images), c), np.float32) for _ in range(len(taus) + (self.context_weight > 0))]
         for idx, f in feature_batches(feats, self.batch_size, self.scale_features, "weighted descriptor"):
             m = maps_on_grid(weights[idx], f.shape[-2:])
-            out[idx] = weighted_descriptor(f, m, self.tau, self.blur_sigma).numpy()
-        return Embeddings.per_image(out, {"backbone": self.backbone, "tau": self.tau, "normalize_maps": self.normalize_maps})
+            for j, t in enumerate(taus):
+                blocks[j][idx] = weighted_descriptor(f, m, t, self.blur_sigma).numpy()
+            if self.context_weight > 0:
+                blocks[-1][idx] = np.asarray(feats.data[idx], np.float32).mean(axis=(2, 3))
+        return blocks
+
+    def _combine(self, blocks: list[np.ndarray]) -> np.ndarray:
+        if len(blocks) == 1:
+            return blocks[0]
+        parts = [(b - mu) / s for b, mu, s in zip(blocks, self.block_means_, self.block_scales_)]
+        if self.context_weight > 0:
+            parts[-1] = parts[-1] * float(self.context_weight)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def _learn_scales(self, blocks: list[np.ndarray]) -> None:
+        self.block_means_ = [b.mean(0) for b in blocks]
+        self.block_scales_ = [max(float(np.linalg.norm(b - b.mean(0), axis=1).mean()), 1e-12) for b in blocks]
+
+    def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "WeightedDescriptor":
+        self._learn_scales(self._blocks(images, maps))
+        return self
+
+    def fit_transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        blocks = self._blocks(images, maps)
+        self._learn_scales(blocks)
+        return self._embeddings(self._combine(blocks))
+
+    def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        return self._embeddings(self._combine(self._blocks(images, maps)))
+
+    def _embeddings(self, x: np.ndarray) -> Embeddings:
+        info = {"backbone": self.backbone, "tau": self.tau, "normalize_maps": self.normalize_maps, "context_weight": self.context_weight}
+        return Embeddings.per_image(x, info)

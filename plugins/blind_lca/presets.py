@@ -36,3 +36,10 @@ WEIGHTED_AVERAGE = ClassifierPreset(
     binarizer="otsu",
     description="Sohn et al.'s Weighted Average: patches weighted by distance to the other images + Ward; O(N²) time",
 )
+
+ANOMALY_CONTEXT = ClassifierPreset(
+    representation={"name": "weighted-descriptor", "context_weight": 1.0},
+    clusterer="ward",
+    binarizer="otsu",
+    description="Default: eq. 2 anomaly descriptor + mean-pooled context block + Ward (beats the Average floor on MTD, NEU-DET and bottle)",
+)

@@ -33,7 +33,7 @@ from torch import nn
 
 from anomaly_clustering import runtime
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, MissingWeightsError, get_backbone, resolve_weights
-from anomaly_clustering.data import GOOD_NAMES, load_ground_truth, load_image_set
+from anomaly_clustering.data import DataError, GOOD_NAMES, load_ground_truth, load_image_set
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
@@ -333,12 +333,14 @@ class MGViTNCD(Representation):
     def _base_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
         """Labelled crops of the base set (ground-truth masks): patches, masks, labels, class names."""
         root = Path(self.base_dir)
+        if not root.is_dir():
+            raise DataError(f"--representation.base_dir {self.base_dir}: no such folder")
         test = root / "test" if (root / "test").is_dir() else root
         images = load_image_set(str(test))
         gt = load_ground_truth(images)
         keep = [i for i, lab in enumerate(gt.labels) if lab.lower() not in GOOD_NAMES and gt.mask_paths[i]]
         if not keep:
-            raise ValueError(f"--representation.base_dir {self.base_dir}: no defect images with ground-truth masks")
+            raise DataError(f"--representation.base_dir {self.base_dir}: no defect images with ground-truth masks")
         images = images.subset(keep)
         labels = [gt.labels[i] for i in keep]
         classes = sorted(set(labels))

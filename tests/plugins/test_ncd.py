@@ -134,3 +134,17 @@ def test_vit_path_trains_only_the_last_block_from_a_local_weights_file(tiny_set,
     assert emb.vectors.shape == (rep.n_crops_, 3) and np.isfinite(emb.vectors).all()
     assert rep._stem().mask_from == 12 - 9
     assert sum(k.startswith("blocks.") for k in rep.state_) == sum(k.startswith("blocks.0.") for k in rep.state_)  # one block
+
+
+def test_labelled_base_set_joins_training(tiny_set, monkeypatch, tmp_path):
+    """A labelled base set of another product (MVTec layout with masks) adds supervised crops to the training."""
+    monkeypatch.setenv("ANOMALY_CLUSTERING_CACHE", str(tmp_path / "cache"))
+    base = make_example_set(tmp_path / "base", per_kind=2, n_good=1, size=64, seed=11).parent
+    images, maps, regions, _ = tiny_set
+    rep = MGViTNCD(n_clusters=3, epochs=1, repeats=1, batch_size=8, input_size=64, width=32, depth=1, n_views=2,
+                   lr=0.05, seed=0, base_dir=str(base))
+    emb = rep.fit_transform(images, maps, regions)
+    assert emb.n_images == len(images) and np.all(np.isfinite(emb.vectors))
+    assert emb.vectors.shape[1] >= 3 and len(rep.history_) == 1
+    with pytest.raises(ValueError, match="base_dir"):
+        MGViTNCD(n_clusters=3, epochs=1, base_dir=str(tmp_path / "cache")).fit(images, maps, regions)
