@@ -71,7 +71,8 @@ def run_combination(job: dict[str, Any]) -> dict[str, Any]:
     argv, chosen = cli._prescan(["--localizer", job["localizer"], "--classifier", job["classifier"], "--data", job["data"], *job.get("extra", [])])
     cfg = cli._parse(cli.build_fit_parser(chosen), argv)
     cfg.n_clusters = job["n_clusters"]
-    cfg.seed = job["seed"]
+    if job["seed"]:
+        cfg.seed = job["seed"]
     pconf = cli._pipeline_config(cfg)
     t0 = time.perf_counter()
     pipe = Pipeline(pconf, job["cache_dir"], device=job.get("device", "auto"), quiet=True)

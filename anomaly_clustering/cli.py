@@ -166,7 +166,7 @@ def build_fit_parser(chosen: dict[str, Any], command: str = "fit"):
     p.add_argument("--backbone", type=str | None, default=None, help="backbone for every stage that takes one (timm/torchvision name)")
     p.add_argument("--backbone_weights", type=str | None, default=None, help="local weights file or folder for that backbone")
     p.add_argument("--input_size", type=int | None, default=None, help="image side in pixels for every stage that takes one")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=int | None, default=None, help="random seed for every stage (default: each plugin's own seed; global RNGs 0)")
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.add_argument("--cache_dir", type=str | None, default=None, help="stage cache folder (default: <run>/cache)")
     p.add_argument("--strict", type=bool, nargs="?", const=True, default=False, help="an unreadable image is an error instead of a warning")
@@ -226,7 +226,7 @@ def _pipeline_config(cfg: Any):
     from .pipeline import PipelineConfig, StageSpec
 
     specs = {}
-    shared = {"backbone": cfg.backbone, "backbone_weights": cfg.backbone_weights, "input_size": cfg.input_size}
+    shared = {"backbone": cfg.backbone, "backbone_weights": cfg.backbone_weights, "input_size": cfg.input_size, "seed": cfg.seed}
     for stage in STAGES:
         name, opts = _namespace_to_spec(cfg, stage)
         defaults = _plugin_defaults(stage, name)
@@ -242,7 +242,7 @@ def _pipeline_config(cfg: Any):
             raise CLIError(f"--n_clusters {n_clusters}: give a positive integer or 'auto'") from None
     return PipelineConfig(
         specs["localizer"], specs["binarizer"], specs["representation"], specs["clusterer"],
-        n_clusters=n_clusters, k_min=cfg.k_min, k_max=cfg.k_max, k_method=cfg.k_method, seed=cfg.seed,
+        n_clusters=n_clusters, k_min=cfg.k_min, k_max=cfg.k_max, k_method=cfg.k_method, seed=cfg.seed if cfg.seed is not None else 0,
         shared={k: v for k, v in shared.items() if v is not None},
     )
 
@@ -334,7 +334,7 @@ def cmd_predict(argv: list[str]) -> int:
         raise CLIError(f"--run {cfg.run}: clusterer {conf['clusterer']['name']!r} cannot assign new images")
     if not getattr(comps["representation"], "supports_new_images", True):
         raise CLIError(f"--run {cfg.run}: representation {conf['representation']['name']!r} cannot embed new images; fit again with them included")
-    with runtime.settings(device=cfg.device, quiet=cfg.quiet, cache_dir=cache, seed=conf.get("seed", 0)):
+    with runtime.settings(device=cfg.device, quiet=cfg.quiet, cache_dir=cache, seed=conf.get("seed") or 0):
         maps = comps["localizer"].predict(images)
         regions = comps["binarizer"].transform(maps, images)
         emb = comps["representation"].transform(images, maps, regions)

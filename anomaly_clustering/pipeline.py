@@ -127,11 +127,11 @@ class Pipeline:
         cls = registry.get_plugin(stage, spec.name)
         params = inspect.signature(cls.__init__).parameters
         opts = dict(spec.options)
-        for key in SHARED_OPTIONS:
-            value = self.config.shared.get(key, self.config.seed if key == "seed" else None)
+        for key in SHARED_OPTIONS:  # only settings the user gave; a plugin's own defaults (its seed too) stay otherwise
+            value = self.config.shared.get(key)
             if key in params and key not in opts and value is not None:
                 opts[key] = value
-        if stage in ("representation", "clusterer") and "n_clusters" in params and isinstance(self.config.n_clusters, int):
+        if stage != "localizer" and "n_clusters" in params and isinstance(self.config.n_clusters, int):
             opts.setdefault("n_clusters", self.config.n_clusters)
         return opts
 
