@@ -29,7 +29,7 @@ from torch import nn
 from . import runtime
 from .data import load_resized
 from .records import ImageSet
-from .store import ShardedArrayWriter, StageCache, stable_hash
+from .store import ShardedArrayWriter, StageCache, StoreError, stable_hash
 
 __all__ = [
     "BACKBONES",
@@ -367,11 +367,15 @@ def load_batch(images: ImageSet, indices: Sequence[int], size: int) -> torch.Ten
 
 def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, shard_size: int = 64) -> FeatureArray:
     """Feature maps of every image, computed once (batched, on the run's device) and cached on disk as float16.
-    Resumes at the last completed shard after a crash; later calls with the same spec and images read the cache."""
+    Resumes at the last completed shard after a crash; later calls with the same spec and images read the cache.
+    In a multi-process run the shards are dealt out to the processes, which fill one shared memory-mapped file."""
     cache = StageCache(runtime.cache_dir())
     key = spec.cache_key(images)
     hit = cache.lookup("features", key, verify=False)
-    if hit is not None:
+    if runtime.broadcast(hit is not None):
+        if hit is None:
+            raise StoreError(f"{cache.root}: the feature cache of rank 0 is not visible to rank {runtime.rank()}; "
+                             "a multi-node run needs --cache_dir on a file system every node shares")
         data = np.load(hit / "data.npy", mmap_mode="r")
         stride = int((hit / "stride.txt").read_text())
         return FeatureArray(data, spec, stride, str(hit))
@@ -381,8 +385,12 @@ def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, s
         probe = backbone(torch.zeros(1, 3, spec.input_size, spec.input_size, device=device))
     shape = (len(images), *probe.shape[1:])
     work = cache.path("features", key + ".partial")
-    writer = ShardedArrayWriter(work, shape, np.float16, shard_size)
-    pending = writer.pending()
+    if runtime.is_main():
+        writer = ShardedArrayWriter(work, shape, np.float16, shard_size)
+    runtime.barrier()
+    if not runtime.is_main():
+        writer = ShardedArrayWriter(work, shape, np.float16, shard_size, create=False, rank=runtime.rank())
+    pending = writer.pending()[runtime.rank() :: runtime.world_size()]
     bar = runtime.progress(range(sum(len(writer.shard_rows(s)) for s in pending)), desc=f"features {spec.backbone}", unit="img")
     it = iter(bar)
     for shard in pending:
@@ -399,11 +407,19 @@ def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, s
     writer.close()
     if hasattr(bar, "close"):
         bar.close()
-    with cache.entry("features", key) as tmp:
-        os.replace(work / "data.npy", tmp / "data.npy")
-        (tmp / "stride.txt").write_text(str(backbone.stride))
-    import shutil
+    runtime.barrier()
+    if runtime.is_main():
+        if runtime.world_size() > 1:  # every process's shards must be there (and intact) before sealing the entry
+            check = ShardedArrayWriter(work, shape, np.float16, shard_size, create=False)
+            if check.pending():
+                raise StoreError(f"{work}: shards {check.pending()} are missing after the multi-process feature pass")
+            check.close()
+        with cache.entry("features", key) as tmp:
+            os.replace(work / "data.npy", tmp / "data.npy")
+            (tmp / "stride.txt").write_text(str(backbone.stride))
+        import shutil
 
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    runtime.barrier()
     final = cache.path("features", key)
     return FeatureArray(np.load(final / "data.npy", mmap_mode="r"), spec, backbone.stride, str(final))

@@ -8,6 +8,7 @@ second adds their options.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -110,6 +111,8 @@ def _prescan(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
             i += 1 if eq else 2
             continue
         bare = key[2:] if key.startswith("--") else ""
+        if bare.endswith(".name") and bare[:-5] in STAGES:  # --clusterer.name kmeans is --clusterer kmeans
+            bare = bare[:-5]
         if bare in STAGES or bare == "classifier":
             value = val if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None)
             if value is None:
@@ -169,6 +172,10 @@ def build_fit_parser(chosen: dict[str, Any], command: str = "fit"):
     p.add_argument("--seed", type=int | None, default=None, help="random seed for every stage (default: each plugin's own seed; global RNGs 0)")
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.add_argument("--cache_dir", type=str | None, default=None, help="stage cache folder (default: <run>/cache)")
+    p.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator for a multi-process run: auto, cpu, gpu")
+    p.add_argument("--devices", type=int | str, default=1, help="processes (devices) per node, Lightning-style: 2, 'auto', '0,1'")
+    p.add_argument("--num_nodes", "--num-nodes", type=int, default=1, help="nodes of a multi-node run (torchrun / SLURM)")
+    p.add_argument("--strategy", type=str, default="auto", help="Lightning strategy of a multi-process run, e.g. ddp")
     p.add_argument("--strict", type=bool, nargs="?", const=True, default=False, help="an unreadable image is an error instead of a warning")
     p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True, help="write heat-map and mask PNGs at each image's size")
     p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False, help="no progress bars or stage log")
@@ -275,7 +282,9 @@ def cmd_list(argv: list[str]) -> int:
 
 
 def cmd_fit(argv: list[str]) -> int:
+    from . import runtime
     from .data import load_image_set
+    from .distributed import DistributedConfig, launch
     from .pipeline import Pipeline, RunLock
     from .runs import write_run
 
@@ -288,22 +297,33 @@ def cmd_fit(argv: list[str]) -> int:
     for stage in STAGES:  # fail on bad plugin options before any work
         spec = pconf.spec(stage)
         registry.create(stage, spec.name, **spec.options)
+    dist = DistributedConfig(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.strategy)
+    device = cfg.device
+    if not dist.is_multi_process and cfg.accelerator not in ("auto", None) and device == "auto":
+        device = {"gpu": "cuda"}.get(cfg.accelerator, cfg.accelerator)
+    fabric = launch(dist)  # several processes: from here on, this runs once per rank
+    main = fabric is None or fabric.global_rank == 0
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
     normal = load_image_set(cfg.normal_dir, strict=cfg.strict) if cfg.normal_dir else None
     run = Path(cfg.run)
     t0 = time.perf_counter()
-    with RunLock(run):
-        pipe = Pipeline(pconf, cfg.cache_dir or run / "cache", device=cfg.device, quiet=cfg.quiet)
-        if not cfg.quiet:
-            print(f"anomaly-cluster fit: {len(images)} images from {images.root}" + (f" ({len(images.skipped)} skipped)" if images.skipped else ""))
+    with runtime.settings(fabric=fabric), (RunLock(run) if main else contextlib.nullcontext()):
+        pipe = Pipeline(pconf, cfg.cache_dir or run / "cache", device=device, quiet=cfg.quiet)
+        if not cfg.quiet and main:
+            processes = f" on {fabric.world_size} processes ({fabric.strategy.__class__.__name__}, {fabric.device.type})" if fabric else ""
+            print(f"anomaly-cluster fit: {len(images)} images from {images.root}" + (f" ({len(images.skipped)} skipped)" if images.skipped else "") + processes)
         result = pipe.fit(images, normal)
         resolved = {k: v for k, v in cfg.as_dict().items() if k != "config"}
         resolved["classifier"] = cfg.classifier
         for stage in STAGES:  # the options each stage really ran with (shared settings applied)
             resolved[stage] = {"name": pconf.spec(stage).name, **pipe.stage_options(stage)}
-        write_run(run, result, resolved, pipe.log, save_pngs=cfg.save_pngs, extra_summary={"total_seconds": round(time.perf_counter() - t0, 2)})
-    sizes = [int((result.clustering.labels == k).sum()) for k in range(result.clustering.n_clusters)]
-    print(f"{len(images)} images → {result.clustering.n_clusters} clusters (sizes {sizes}); run folder: {run}  [{time.perf_counter() - t0:.1f} s]")
+        if main:
+            extra = {"total_seconds": round(time.perf_counter() - t0, 2), "processes": fabric.world_size if fabric else 1}
+            write_run(run, result, resolved, pipe.log, save_pngs=cfg.save_pngs, extra_summary=extra)
+        runtime.barrier()  # every rank ends together
+    if main:
+        sizes = [int((result.clustering.labels == k).sum()) for k in range(result.clustering.n_clusters)]
+        print(f"{len(images)} images → {result.clustering.n_clusters} clusters (sizes {sizes}); run folder: {run}  [{time.perf_counter() - t0:.1f} s]")
     return 0
 
 
@@ -415,13 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .backbones import BackboneConfigError, MissingWeightsError
     from .data import DataError
+    from .distributed import DistributedConfigError
     from .pipeline import PipelineError, RunLockedError
     from .registry import PluginError
     from .store import StoreError
 
     warnings.showwarning = _warning_line
     warnings.filterwarnings("ignore", module="lightning")
-    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, BackboneConfigError, StoreError, RunLockedError)
+    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, BackboneConfigError, StoreError, RunLockedError, DistributedConfigError)
     try:
         return HANDLERS[command](rest) or 0
     except user_errors as exc:

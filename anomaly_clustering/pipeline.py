@@ -144,6 +144,8 @@ class Pipeline:
 
     def _say(self, msg: str) -> None:
         self.log.append(msg)
+        if not runtime.is_main():  # in a multi-process run rank 0 speaks for all
+            return
         runtime.log.info(msg)
         if not self.quiet:
             print(msg, flush=True)
@@ -151,6 +153,11 @@ class Pipeline:
     @contextlib.contextmanager
     def _stage(self, stage: str, key: str, seconds: dict[str, float], hits: dict[str, bool]) -> Iterator[Path | None]:
         hit = self.cache.lookup(stage, key)
+        if not runtime.broadcast(hit is not None):  # every process must take the same branch (collectives inside)
+            hit = None
+        elif hit is None:
+            raise PipelineError(f"{self.cache.root}: rank {runtime.rank()} cannot see rank 0's cached {stage}; a multi-node "
+                                "run needs --cache_dir on a file system every node shares")
         hits[stage] = hit is not None
         t0 = time.perf_counter()
         yield hit
@@ -253,11 +260,13 @@ class Pipeline:
         return result
 
     def _store(self, stage: str, key: str, component: Any, record: Any, seconds: float | None = None) -> None:
-        with self.cache.entry(stage, key) as tmp:
-            save_record(tmp / "record", record)
-            save_object(tmp / "component.pkl", component)
-            if seconds is not None:
-                (tmp / "seconds.txt").write_text(f"{seconds:.3f}")
+        if runtime.is_main():  # every process holds the same result; one writes it
+            with self.cache.entry(stage, key) as tmp:
+                save_record(tmp / "record", record)
+                save_object(tmp / "component.pkl", component)
+                if seconds is not None:
+                    (tmp / "seconds.txt").write_text(f"{seconds:.3f}")
+        runtime.barrier()
 
     def _load(self, stage: str, folder: Path, cls: type) -> tuple[Any, Any]:
         return load_object(folder / "component.pkl"), load_record(folder / "record", cls)

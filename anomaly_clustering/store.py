@@ -251,23 +251,28 @@ class ShardedArrayWriter:
     """A large N×… array filled shard by shard into a memory-mapped ``.npy``, resumable after a crash.
 
     Completed shards are recorded (with their checksums) in ``progress.json``; on restart the writer reports which
-    rows are still missing, and a shard whose checksum no longer matches is computed again.
+    rows are still missing, and a shard whose checksum no longer matches is computed again. Several processes may
+    fill one array (a multi-process run): the one with ``create=True`` makes the file, every process records the
+    shards it wrote in its own ``progress.<rank>.json``, and all of them are merged when the writer is opened.
     """
 
-    def __init__(self, folder: str | os.PathLike, shape: tuple[int, ...], dtype: Any, shard_size: int):
+    def __init__(self, folder: str | os.PathLike, shape: tuple[int, ...], dtype: Any, shard_size: int, create: bool = True, rank: int = 0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.shape, self.dtype, self.shard_size = tuple(shape), np.dtype(dtype), int(shard_size)
         self.file = self.folder / "data.npy"
-        self.progress_file = self.folder / "progress.json"
+        self.progress_file = self.folder / ("progress.json" if rank == 0 else f"progress.{rank}.json")
         layout = {"shape": list(self.shape), "dtype": self.dtype.str, "shard": self.shard_size}
         done: dict[str, str] = {}
-        if self.file.exists() and self.progress_file.exists():
-            with contextlib.suppress(ValueError, OSError):
-                state = json.loads(self.progress_file.read_text())
-                if state.get("layout") == layout:
-                    done = state.get("done", {})
-        if not done or not self.file.exists():
+        if self.file.exists():
+            for f in sorted(self.folder.glob("progress*.json")):
+                with contextlib.suppress(ValueError, OSError):
+                    state = json.loads(f.read_text())
+                    if state.get("layout") == layout:
+                        done.update(state.get("done", {}))
+        if create and (not done or not self.file.exists()):
+            for f in self.folder.glob("progress*.json"):
+                f.unlink(missing_ok=True)
             self.file.unlink(missing_ok=True)
             np.lib.format.open_memmap(self.file, mode="w+", dtype=self.dtype, shape=self.shape).flush()
         self.array = np.lib.format.open_memmap(self.file, mode="r+")
@@ -275,6 +280,7 @@ class ShardedArrayWriter:
         for shard in list(self.done):  # verify completed shards: a torn or corrupt one is recomputed
             if self._shard_sha(int(shard)) != self.done[shard]:
                 del self.done[shard]
+        self._mine: dict[str, str] = {}
 
     @property
     def n_shards(self) -> int:
@@ -294,8 +300,9 @@ class ShardedArrayWriter:
         rows = self.shard_rows(shard)
         self.array[rows.start : rows.stop] = values
         self.array.flush()
-        self.done[str(shard)] = self._shard_sha(shard)
-        atomic_write_text(self.progress_file, json.dumps({"layout": self.layout, "done": self.done}))
+        self.done[str(shard)] = self._mine[str(shard)] = self._shard_sha(shard)
+        record = self.done if self.progress_file.name == "progress.json" else self._mine
+        atomic_write_text(self.progress_file, json.dumps({"layout": self.layout, "done": record}))
 
     def close(self) -> None:
         self.array.flush()

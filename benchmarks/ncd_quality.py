@@ -48,6 +48,8 @@ def run_ncd(images, maps, regions, k: int, opts: dict, temperature: float):
     rep = registry.create("representation", "mgvit-ncd", n_clusters=k, **opts)
     emb = rep.fit_transform(images, maps, regions)
     clu = registry.create("clusterer", "region-merge", n_clusters=k, temperature=temperature).fit_predict(emb)
+    if "collapse_fallback" in clu.info:
+        print(f"    (collapse guard: {clu.info['collapse_fallback']})")
     return clustering_scores(labels_of(images), clu.labels), time.perf_counter() - t0, rep, emb
 
 
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=50.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip_average", action="store_true")
+    ap.add_argument("--binarizers", default="oracle,mebin")
+    ap.add_argument("--localizer_option", action="append", default=[], help="name.key=value for one localizer, e.g. musc.max_reference_images=100")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     images = load_image_set(args.data, exclude=[args.exclude] if args.exclude else [])
@@ -78,10 +82,14 @@ def main() -> None:
     with runtime.settings(quiet=True):
         for loc in [l for l in args.localizers.split(",") if ok("localizer", l)]:
             lopts = {"input_size": args.map_size} if loc == "color-stats" else {}
+            for kv in args.localizer_option:
+                key, value = kv.split("=", 1)
+                if key.startswith(loc + "."):
+                    lopts[key.split(".", 1)[1]] = int(value) if value.lstrip("-").isdigit() else value
             t0 = time.perf_counter()
             maps = registry.create("localizer", loc, **lopts).fit_predict(images)
             t_loc = time.perf_counter() - t0
-            for binz in ("oracle", "mebin"):
+            for binz in args.binarizers.split(","):
                 regions = registry.create("binarizer", binz).fit_transform(maps, images)
                 s, sec, rep, emb = run_ncd(images, maps, regions, k, opts, args.temperature)
                 print(f"  ours  {loc:>11} maps + {binz:<6} ({len(emb.vectors)} crops, head {rep.best_head_})  NMI/ARI/F1 {fmt(s)}"

@@ -86,3 +86,29 @@ def test_eigengap_curve_peaks_at_number_of_components():
     x, _ = make_blobs(n_samples=30, centers=CENTERS[:3], cluster_std=0.3, random_state=0)
     curve = eigengap_curve(x, 2, 6)
     assert max(curve, key=curve.get) == 3
+
+
+@pytest.mark.parametrize("backend", ["minibatch", "faiss"])
+def test_large_n_kmeans_backends_agree_with_exact_kmeans(backend):
+    """The k-means backends for large N (faiss, mini-batch) give the same partition as scikit-learn's KMeans."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    x, y = make_blobs(n_samples=3000, centers=5, n_features=16, cluster_std=1.0, random_state=1)
+    emb = Embeddings.per_image(x.astype(np.float32))
+    exact = registry.create("clusterer", "kmeans", n_clusters=5, backend="sklearn").fit_predict(emb)
+    large = registry.create("clusterer", "kmeans", n_clusters=5, backend=backend)
+    result = large.fit_predict(emb)
+    assert result.info["backend"] == backend
+    assert adjusted_rand_score(exact.labels, result.labels) > 0.95
+    assert adjusted_rand_score(y, result.labels) > 0.95
+    np.testing.assert_array_equal(large.predict(emb).labels, result.labels)
+
+
+def test_kmeans_switches_backend_beyond_max_exact():
+    x, _ = make_blobs(n_samples=300, centers=3, n_features=4, random_state=0)
+    emb = Embeddings.per_image(x)
+    clu = registry.create("clusterer", "kmeans", n_clusters=3, max_exact=100)
+    assert clu.fit_predict(emb).info["backend"] in ("faiss", "minibatch")
+    assert registry.create("clusterer", "kmeans", n_clusters=3).fit_predict(emb).info["backend"] == "sklearn"
+    with pytest.raises(ValueError, match="backend"):
+        registry.create("clusterer", "kmeans", n_clusters=3, backend="cuml").fit_predict(emb)

@@ -201,6 +201,12 @@ class ContrastiveHead(Representation):
         dev = runtime.device()
         head = ProjectionHead(c, self.hidden_channels or max(1, c // 2)).to(dev)
         opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        model, opt = runtime.setup_training(head, opt)  # DDP when the run spans several processes
+        world = runtime.world_size()
+        order_rng = rng  # one process: one generator for order and pixels
+        if world > 1:  # the same image order on every process (each takes its share), its own pixel samples
+            order_rng = np.random.default_rng(self.seed)
+            rng = np.random.default_rng([self.seed, runtime.rank()])
 
         def gather(parts: list[tuple[int, np.ndarray]], kind: str) -> torch.Tensor:
             if not parts:
@@ -213,20 +219,27 @@ class ContrastiveHead(Representation):
         head.train()
         for _ in runtime.progress(range(self.epochs), desc="contrastive: epochs", unit="epoch"):
             total = 0.0
-            for i in rng.permutation(n):
+            order = order_rng.permutation(n)
+            if world > 1:  # equal step counts on every process (DDP steps together): wrap around, then deal out
+                per = -(-n // world)
+                order = np.resize(order, per * world)[runtime.rank() * per : (runtime.rank() + 1) * per]
+            for i in order:
                 parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
                 keys = list(parts)
                 vectors = [gather(parts[k], "positives" if k.startswith("pos") else "negatives") for k in keys]
                 sizes = [len(v) for v in vectors]
-                z = dict(zip(keys, head(torch.cat(vectors)).split(sizes)))
+                out = model(torch.cat(vectors))
+                z = dict(zip(keys, out.split(sizes)))
                 loss = hadsell_loss(
                     [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
                     [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
                     self.margin,
                 )
+                if world > 1:  # every process must take part in every step, even one whose sample gave no pairs
+                    loss = loss + 0.0 * out.sum()
                 if loss.requires_grad and loss.grad_fn is not None:
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    runtime.backward(loss)
                     opt.step()
                 total += float(loss.detach())
             losses.append(total / max(n, 1))

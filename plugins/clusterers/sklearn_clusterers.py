@@ -110,21 +110,68 @@ def weighted_ward(centroids: np.ndarray, sizes: np.ndarray, n_clusters: int) -> 
 
 
 class KMeansClusterer(Clusterer):
-    """k-means (scikit-learn, k-means++ initialisation, ``n_init`` restarts)."""
+    """k-means: scikit-learn's ``KMeans`` (k-means++, ``n_init`` restarts) up to ``max_exact`` images; beyond that
+    faiss (its GPU build when present) or, without faiss, scikit-learn's ``MiniBatchKMeans``, whose memory does not
+    grow with N beyond the batch. ``backend`` forces one: ``sklearn``, ``faiss`` or ``minibatch``."""
 
-    def __init__(self, n_clusters: int = 2, n_init: int = 10, seed: int = 42):
+    def __init__(self, n_clusters: int = 2, n_init: int = 10, backend: str = "auto", max_exact: int = 20000, seed: int = 42):
         self.n_clusters = n_clusters
         self.n_init = n_init
+        self.backend = backend
+        self.max_exact = max_exact
         self.seed = seed
 
+    def _backend(self, n: int) -> str:
+        if self.backend not in ("auto", "sklearn", "faiss", "minibatch"):
+            raise ValueError(f"backend={self.backend!r}: choose auto, sklearn, faiss or minibatch")
+        if self.backend != "auto":
+            return self.backend
+        if n <= self.max_exact:
+            return "sklearn"
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            return "minibatch"
+        return "faiss"
+
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
-        x = embeddings.image_vectors().astype(np.float64)
+        x = embeddings.image_vectors()
         _check(x, self.n_clusters)
-        self.model_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.seed).fit(x)
-        return Clustering(self.model_.labels_.copy(), self.n_clusters)
+        self.backend_ = self._backend(len(x))
+        if self.backend_ == "faiss":
+            try:
+                import faiss
+            except ImportError:
+                raise ValueError("backend='faiss' needs the faiss package: pip install faiss-cpu (or faiss-gpu)") from None
+            xf = np.ascontiguousarray(x, dtype=np.float32)
+            gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+            km = faiss.Kmeans(xf.shape[1], self.n_clusters, niter=50, nredo=self.n_init, seed=self.seed, gpu=gpu,
+                              max_points_per_centroid=max(256, len(xf) // self.n_clusters + 1))
+            km.train(xf)
+            self.cluster_centers_ = km.centroids.astype(np.float64)
+            labels = self._nearest(x)
+        elif self.backend_ == "minibatch":
+            from sklearn.cluster import MiniBatchKMeans
+
+            model = MiniBatchKMeans(self.n_clusters, n_init=self.n_init, batch_size=4096, random_state=self.seed).fit(x.astype(np.float32))
+            self.cluster_centers_ = model.cluster_centers_.astype(np.float64)
+            labels = model.labels_.copy()
+        else:
+            model = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.seed).fit(x.astype(np.float64))
+            self.cluster_centers_ = model.cluster_centers_
+            labels = model.labels_.copy()
+        return Clustering(labels.astype(np.int64), self.n_clusters, info={"backend": self.backend_})
+
+    def _nearest(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        c = self.cluster_centers_
+        out = np.empty(len(x), np.int64)
+        for s in range(0, len(x), chunk):  # chunked, so labelling N points never builds an N×K float64 block at once
+            xb = x[s : s + chunk].astype(np.float64)
+            out[s : s + chunk] = ((xb**2).sum(1)[:, None] - 2 * xb @ c.T + (c**2).sum(1)[None]).argmin(1)
+        return out
 
     def predict(self, embeddings: Embeddings) -> Clustering:
-        return Clustering(self.model_.predict(embeddings.image_vectors().astype(np.float64)), self.n_clusters)
+        return Clustering(self._nearest(embeddings.image_vectors()), self.n_clusters)
 
 
 class GMMClusterer(Clusterer):

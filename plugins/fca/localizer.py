@@ -64,14 +64,15 @@ class FCALocalizer(Localizer):
     def _score(self, images: ImageSet, feats: FeatureArray, desc: str) -> tuple[np.ndarray, float]:
         """FCA maps (N×h×w) of every image and the seconds spent."""
         n, _, h, w = feats.shape
-        maps = np.empty((n, h, w), np.float32)
+        share = runtime.rank_share(n)  # all of them in a one-process run; this process's block otherwise
+        maps = torch.empty((len(share), h, w), dtype=torch.float32)
         params, device = self._params(), runtime.device()
         start = time.perf_counter()
         with torch.no_grad():
-            for i in runtime.progress(range(n), desc=desc, unit="img"):
+            for j, i in enumerate(runtime.progress(share, desc=desc, unit="img")):
                 x = scale_per_instance(feats[i][None].to(device))
-                maps[i] = fca_map(self._fca_input(x)[0], params).cpu().numpy()
-        return maps, time.perf_counter() - start
+                maps[j] = fca_map(self._fca_input(x)[0], params).cpu()
+        return runtime.gather_rows(maps, n).numpy(), time.perf_counter() - start
 
     @staticmethod
     def _records(images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:

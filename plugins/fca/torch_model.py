@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomaly_clustering import runtime
 from anomaly_clustering.features_ops import gaussian_blur, gaussian_kernel1d
 
 __all__ = ["FCAParams", "fca_map", "fca_maps", "reference_distribution", "postprocess", "FeatureVAE", "train_vae"]
@@ -155,6 +156,17 @@ class FeatureVAE(nn.Module):
         return self.decoder(self.mu(self.encoder(v))).permute(0, 3, 1, 2).contiguous()
 
 
+class _VAELoss(nn.Module):
+    """The VAE's training loss as a ``forward``, so that a DDP wrapper sees (and synchronises) each step."""
+
+    def __init__(self, vae: "FeatureVAE", kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vae.loss(pixels, self.kl_weight)
+
+
 def train_vae(
     pixels: Callable[[int, torch.Generator], torch.Tensor],
     channels: int,
@@ -172,9 +184,10 @@ def train_vae(
     mode, on CPU) and the loss curve (one value per iteration)."""
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + runtime.rank())  # each process of a multi-process run draws its own pixels
     vae = FeatureVAE(channels, latent=latent).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
+    step_loss, opt = runtime.setup_training(_VAELoss(vae, kl_weight), opt)  # DDP across processes when there are several
     losses: list[float] = []
     steps = range(iterations) if progress is None else progress(range(iterations))
     # Adam's second moments of rarely active units underflow to denormals, which make CPU arithmetic ~100× slower
@@ -182,9 +195,9 @@ def train_vae(
     try:
         for _ in steps:
             v = pixels(batch_pixels, gen).to(device)
-            loss = vae.loss(v, kl_weight)
+            loss = step_loss(v)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            runtime.backward(loss)
             opt.step()
             losses.append(float(loss.detach()))
     finally:

@@ -31,23 +31,48 @@ class RegionMerge(Clusterer):
     Expects per-crop class probabilities (``mgvit-ncd``) with ``weights`` = sqrt(mask pixel count).
     ``temperature``: T = 100 for MVTec AD, 50 for MTD (the paper's). Learns nothing, so ``predict`` works on any
     new embeddings of that kind.
+
+    Collapse guard (``collapse_fallback``): when the argmax uses fewer than ``min_used_fraction`` of the K classes
+    (a head that sends nearly every crop to one class, which short CPU schedules can produce), ``fit_predict``
+    groups the images by k-means on their merged probability rows instead and says so in the clustering's info;
+    ``predict`` then assigns new images to the nearest of those centroids.
     """
 
-    def __init__(self, n_clusters: int = 2, temperature: float = 100.0):
+    def __init__(self, n_clusters: int = 2, temperature: float = 100.0, collapse_fallback: bool = True, min_used_fraction: float = 0.5, seed: int = 42):
         self.n_clusters = n_clusters
         self.temperature = temperature
+        self.collapse_fallback = collapse_fallback
+        self.min_used_fraction = min_used_fraction
+        self.seed = seed
 
-    def _merge(self, embeddings: Embeddings) -> Clustering:
+    def _merged(self, embeddings: Embeddings) -> np.ndarray:
         kind = embeddings.info.get("kind")
         if kind not in (None, "probabilities"):
             raise ValueError(f"region-merge needs per-crop class probabilities (e.g. from mgvit-ncd), got {kind!r} embeddings")
         sqrt_areas = np.ones(len(embeddings.image_index)) if embeddings.weights is None else embeddings.weights
-        probs = merge_regions(embeddings.vectors, embeddings.image_index, sqrt_areas, embeddings.n_images, self.temperature)
-        return Clustering(probs.argmax(1), max(self.n_clusters, probs.shape[1]), probabilities=probs.astype(np.float32),
-                          info={"merged_by": f"area-weighted softmax, T={self.temperature}"})
+        return merge_regions(embeddings.vectors, embeddings.image_index, sqrt_areas, embeddings.n_images, self.temperature)
 
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
-        return self._merge(embeddings)
+        probs = self._merged(embeddings)
+        k = max(self.n_clusters, probs.shape[1])
+        labels = probs.argmax(1)
+        used = len(np.unique(labels))
+        info = {"merged_by": f"area-weighted softmax, T={self.temperature}", "classes_used_by_argmax": int(used)}
+        self.fallback_centroids_ = None
+        wanted = min(self.n_clusters, len(probs))
+        if self.collapse_fallback and used < max(2, int(np.ceil(self.min_used_fraction * wanted))) and len(probs) >= wanted > 1:
+            from sklearn.cluster import KMeans
+
+            km = KMeans(wanted, n_init=10, random_state=self.seed).fit(probs)
+            labels, self.fallback_centroids_ = km.labels_.copy(), km.cluster_centers_
+            info["collapse_fallback"] = f"argmax used {used} of {wanted} classes: k-means on the merged probabilities"
+        return Clustering(labels.astype(np.int64), k, probabilities=probs.astype(np.float32), info=info)
 
     def predict(self, embeddings: Embeddings) -> Clustering:
-        return self._merge(embeddings)
+        probs = self._merged(embeddings)
+        centroids = getattr(self, "fallback_centroids_", None)
+        if centroids is not None:
+            labels = ((probs[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+        else:
+            labels = probs.argmax(1)
+        return Clustering(labels.astype(np.int64), max(self.n_clusters, probs.shape[1]), probabilities=probs.astype(np.float32))

@@ -393,9 +393,11 @@ class MGViTNCD(Representation):
             pool_tokens, pool_keep = torch.stack(pool_t, 1), torch.stack(pool_k, 1)  # n×V×T×C, n×V×T
         self.cache_seconds_ = time.perf_counter() - started  # 0 without the cache
 
-        fabric = lightning.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1, precision="32-true")
+        # the run's multi-process Fabric when there is one (DDP: each process trains on its share of every epoch)
+        fabric = runtime.fabric() or lightning.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1, precision="32-true")
+        world, rank = runtime.world_size(), runtime.rank()
         optimizer = torch.optim.SGD(top.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        steps_per_epoch = max(1, math.ceil(n * self.repeats / self.batch_size))
+        steps_per_epoch = max(1, math.ceil(n * self.repeats / world / self.batch_size))
         total = steps_per_epoch * self.epochs
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1), eta_min=self.lr * 1e-3)
         model, optimizer = fabric.setup(top, optimizer)
@@ -407,6 +409,9 @@ class MGViTNCD(Representation):
         for epoch in runtime.progress(range(self.epochs), desc="mgvit-ncd", unit="epoch"):
             tau_t = t0 + (t1 - t0) * min(epoch / warm, 1.0) if warm > 1 else t1
             order = torch.cat([torch.randperm(n, generator=gen) for _ in range(self.repeats)])
+            if world > 1:  # the same order everywhere (same generator), dealt out in equal shares
+                per = -(-len(order) // world)
+                order = order.repeat(world)[rank * per : (rank + 1) * per]
             epoch_heads = torch.zeros(self.n_heads)
             epoch_total = 0.0
             epoch_start = time.perf_counter()

@@ -65,6 +65,27 @@ def test_region_merging_matches_hand_computation():
     assert RegionMerge(temperature=1e9).predict(emb).probabilities[0].tolist() == pytest.approx([0.5, 0.5])
 
 
+def test_region_merging_falls_back_to_kmeans_when_the_head_collapsed():
+    """A collapsed head sends every crop to class 0, with small differences left in the other classes: the argmax
+    gives one cluster, the guard recovers the three groups from the probability rows."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1, 2], 10)
+    probs = np.full((30, 3), 0.05)
+    probs[:, 0] = 0.85
+    probs[np.arange(30), groups] += 0.04  # the group signal survives only as a small shift
+    probs += rng.normal(0, 0.003, probs.shape)
+    emb = Embeddings(probs.astype(np.float32), np.arange(30), 30, np.ones(30, np.float32), {"kind": "probabilities"})
+    plain = RegionMerge(n_clusters=3, collapse_fallback=False).fit_predict(emb)
+    assert len(np.unique(plain.labels)) == 1
+    guard = RegionMerge(n_clusters=3)
+    out = guard.fit_predict(emb)
+    assert "collapse_fallback" in out.info
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(groups, out.labels) == 1.0
+    np.testing.assert_array_equal(guard.predict(emb).labels, out.labels)
+
+
 def test_mask_guided_attention_masks_the_class_token():
     from timm.models.vision_transformer import Block
 
