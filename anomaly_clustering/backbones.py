@@ -19,7 +19,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 from . import runtime
 from .data import load_resized
 from .records import ImageSet
-from .store import ShardedArrayWriter, StageCache, StoreError, stable_hash
+from .store import NpyRows, ShardedArrayWriter, StageCache, StoreError, stable_hash
 
 __all__ = [
     "BACKBONES",
@@ -326,9 +326,10 @@ def _file_identity(path: str) -> str:
 
 @dataclass
 class FeatureArray:
-    """A set's feature maps (N×C×h×w, float16, memory-mapped): index it for one image as a float32 tensor."""
+    """A set's feature maps (N×C×h×w, float16, on disk; rows read on demand): index it for one image as a float32
+    tensor."""
 
-    data: np.ndarray
+    data: Any  # NpyRows (or any array-like indexable by rows)
     spec: FeatureSpec
     stride: int
     path: str = ""
@@ -376,9 +377,8 @@ def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, s
         if hit is None:
             raise StoreError(f"{cache.root}: the feature cache of rank 0 is not visible to rank {runtime.rank()}; "
                              "a multi-node run needs --cache_dir on a file system every node shares")
-        data = np.load(hit / "data.npy", mmap_mode="r")
         stride = int((hit / "stride.txt").read_text())
-        return FeatureArray(data, spec, stride, str(hit))
+        return FeatureArray(NpyRows(hit / "data.npy"), spec, stride, str(hit))
     device = runtime.device()
     backbone = get_backbone(spec).to(device)
     with torch.no_grad():
@@ -422,4 +422,4 @@ def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, s
         shutil.rmtree(work, ignore_errors=True)
     runtime.barrier()
     final = cache.path("features", key)
-    return FeatureArray(np.load(final / "data.npy", mmap_mode="r"), spec, backbone.stride, str(final))
+    return FeatureArray(NpyRows(final / "data.npy"), spec, backbone.stride, str(final))

@@ -34,6 +34,7 @@ __all__ = [
     "save_object",
     "load_object",
     "StageCache",
+    "NpyRows",
     "ShardedArrayWriter",
     "StoreError",
 ]
@@ -247,13 +248,92 @@ class StageCache:
             (tmp / COMPLETE).write_text(json.dumps(sums))
 
 
+class NpyRows:
+    """Rows of an on-disk ``.npy`` array, read on demand with ``os.pread`` (no memory map).
+
+    A memory map keeps every page a stage has touched in the process's resident memory until it is unmapped, so
+    a pass over 16 k images' features would hold all of them; reading rows into fresh buffers leaves them to the
+    page cache instead, and the stage's own memory stays at one batch. Index like an array: an int, a slice or a
+    sequence of row indices (contiguous runs are read in one call)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(f)
+            self.offset = f.tell()
+        if fortran:
+            raise StoreError(f"{self.path}: a Fortran-ordered array cannot be read by rows")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        want = count * self.row_bytes
+        buf = os.pread(self._fd, want, self.offset + start * self.row_bytes)
+        if len(buf) != want:
+            raise StoreError(f"{self.path}: file is shorter than its header says (truncated?)")
+        return np.frombuffer(buf, self.dtype).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (n if key < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"row {key} out of range for {n} rows")
+            return self._read(i, 1)[0].copy()
+        if isinstance(key, slice):
+            rows = np.arange(n)[key]
+        else:
+            rows = np.asarray(key)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64).ravel()
+            rows = np.where(rows < 0, rows + n, rows)
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise IndexError(f"row index out of range for {n} rows")
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        j = 0
+        while j < len(rows):  # contiguous ascending runs in one read each
+            k = j + 1
+            while k < len(rows) and rows[k] == rows[k - 1] + 1:
+                k += 1
+            out[j:k] = self._read(int(rows[j]), k - j)
+            j = k
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fd"] = None
+        return state
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+
 class ShardedArrayWriter:
-    """A large N×… array filled shard by shard into a memory-mapped ``.npy``, resumable after a crash.
+    """A large N×… array filled shard by shard into an on-disk ``.npy``, resumable after a crash.
 
     Completed shards are recorded (with their checksums) in ``progress.json``; on restart the writer reports which
-    rows are still missing, and a shard whose checksum no longer matches is computed again. Several processes may
-    fill one array (a multi-process run): the one with ``create=True`` makes the file, every process records the
-    shards it wrote in its own ``progress.<rank>.json``, and all of them are merged when the writer is opened.
+    rows are still missing, and a shard whose checksum no longer matches is computed again. Shards are written with
+    ``pwrite`` and read back with :class:`NpyRows` (no memory map), so the writer's resident memory stays at one shard
+    however large the array. Several processes may fill one array (a multi-process run): the one with
+    ``create=True`` makes the file, every process records the shards it wrote in its own ``progress.<rank>.json``,
+    and all of them are merged when the writer is opened.
     """
 
     def __init__(self, folder: str | os.PathLike, shape: tuple[int, ...], dtype: Any, shard_size: int, create: bool = True, rank: int = 0):
@@ -274,8 +354,12 @@ class ShardedArrayWriter:
             for f in self.folder.glob("progress*.json"):
                 f.unlink(missing_ok=True)
             self.file.unlink(missing_ok=True)
-            np.lib.format.open_memmap(self.file, mode="w+", dtype=self.dtype, shape=self.shape).flush()
-        self.array = np.lib.format.open_memmap(self.file, mode="r+")
+            header = np.lib.format.open_memmap(self.file, mode="w+", dtype=self.dtype, shape=self.shape)  # header + sparse body
+            del header
+        self.array = NpyRows(self.file)  # read access (checksums, tests)
+        if self.array.shape != self.shape or self.array.dtype != self.dtype:
+            raise StoreError(f"{self.file}: holds {self.array.shape} {self.array.dtype}, expected {self.shape} {self.dtype}")
+        self._fd: int | None = os.open(self.file, os.O_RDWR)
         self.layout, self.done = layout, done
         for shard in list(self.done):  # verify completed shards: a torn or corrupt one is recomputed
             if self._shard_sha(int(shard)) != self.done[shard]:
@@ -298,12 +382,20 @@ class ShardedArrayWriter:
 
     def write(self, shard: int, values: np.ndarray) -> None:
         rows = self.shard_rows(shard)
-        self.array[rows.start : rows.stop] = values
-        self.array.flush()
-        self.done[str(shard)] = self._mine[str(shard)] = self._shard_sha(shard)
+        data = np.ascontiguousarray(np.broadcast_to(np.asarray(values, self.dtype), (len(rows), *self.shape[1:]))).tobytes()
+        offset = self.array.offset + rows.start * self.array.row_bytes
+        try:
+            written = os.pwrite(self._fd, data, offset)
+            if written != len(data):
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.file}: {exc.strerror or exc}") from None
+        self.done[str(shard)] = self._mine[str(shard)] = hashlib.sha256(data).hexdigest()[:16]
         record = self.done if self.progress_file.name == "progress.json" else self._mine
         atomic_write_text(self.progress_file, json.dumps({"layout": self.layout, "done": record}))
 
     def close(self) -> None:
-        self.array.flush()
-        del self.array
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

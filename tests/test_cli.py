@@ -122,6 +122,15 @@ def test_short_yaml_config_with_plugin_names(tmp_path, example_data, capsys):
     assert written["clusterer"]["name"] == "kmeans"
 
 
+def test_stage_name_option_switches_the_plugin_and_its_options(tmp_path, example_data):
+    """``--clusterer.name kmeans`` is the same as ``--clusterer kmeans``: kmeans's options, not ward's."""
+    run = tmp_path / "run"
+    assert cli.main(["fit", "--data", str(example_data), *FAST_FIT, "--clusterer.name", "kmeans", "--clusterer.backend", "minibatch", "--run", str(run)]) == 0
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["clusterer"]["name"] == "kmeans" and written["clusterer"]["backend"] == "minibatch"
+    assert "n_micro" not in written["clusterer"]
+
+
 def test_help_and_list(capsys):
     assert cli.main([]) == 2
     assert "usage: anomaly-cluster" in capsys.readouterr().out

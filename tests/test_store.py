@@ -99,12 +99,40 @@ def test_sharded_writer_resumes_and_redoes_corrupt_shards(tmp_path):
     w.close()
     w = ShardedArrayWriter(tmp_path / "arr", (10, 2), np.float32, 4)
     assert w.pending() == [1]
-    w.array[0, 0] = 7.0  # a torn shard: its checksum no longer matches
-    w.array.flush()
     w.close()
+    torn = np.lib.format.open_memmap(tmp_path / "arr" / "data.npy", mode="r+")
+    torn[0, 0] = 7.0  # a torn shard: its checksum no longer matches
+    torn.flush()
+    del torn
     w = ShardedArrayWriter(tmp_path / "arr", (10, 2), np.float32, 4)
     assert w.pending() == [0, 1]
     w.close()
     w = ShardedArrayWriter(tmp_path / "arr", (12, 2), np.float32, 4)  # another layout starts over
     assert w.pending() == [0, 1, 2]
     w.close()
+
+
+def test_npy_rows_reads_like_the_array(tmp_path):
+    """Features are read by rows with pread (no memory map): every index form gives what NumPy gives."""
+    from anomaly_clustering.store import NpyRows
+
+    arr = np.arange(7 * 3 * 2, dtype=np.float16).reshape(7, 3, 2)
+    np.save(tmp_path / "a.npy", arr)
+    rows = NpyRows(tmp_path / "a.npy")
+    assert rows.shape == arr.shape and len(rows) == 7 and rows.dtype == arr.dtype
+    np.testing.assert_array_equal(rows[2], arr[2])
+    np.testing.assert_array_equal(rows[-1], arr[-1])
+    np.testing.assert_array_equal(rows[1:5], arr[1:5])
+    np.testing.assert_array_equal(rows[[4, 0, 1, 2, 6]], arr[[4, 0, 1, 2, 6]])
+    np.testing.assert_array_equal(rows[np.array([True, False] * 3 + [True])], arr[::2])
+    np.testing.assert_array_equal(np.asarray(rows), arr)
+    with pytest.raises(IndexError):
+        rows[7]
+    import pickle
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(rows))[3], arr[3])
+    # a truncated file is an error, not garbage
+    data = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "b.npy").write_bytes(data[:-10])
+    with pytest.raises(StoreError, match="shorter"):
+        NpyRows(tmp_path / "b.npy")[6]

@@ -74,7 +74,9 @@ def weighted_ward(centroids: np.ndarray, sizes: np.ndarray, n_clusters: int) -> 
     updated by Lance–Williams; O(m²) memory and time for m groups, vectorised per merge."""
     m = len(centroids)
     n = sizes.astype(np.float64).copy()
-    sq = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+    c = np.asarray(centroids, np.float64)
+    norms = (c**2).sum(1)
+    sq = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (c @ c.T), 0.0)  # m×m, never an m×m×D difference array
     d = (n[:, None] * n[None, :] / (n[:, None] + n[None, :])) * sq
     np.fill_diagonal(d, np.inf)
     active = np.ones(m, bool)

@@ -1,0 +1,100 @@
+"""Cost of the localizers at growing set sizes: seconds per image and peak resident memory, one process per point.
+
+MuSc compares every image with (up to ``max_reference_images``) others, so its time grows as N·min(N, cap);
+blind PatchCore's coreset selection grows as N²·ratio; FCA is per image. Each (localizer, N) runs in a fresh
+subprocess with an empty feature cache (backbone features are part of the cost), so its peak RSS is its own.
+Images: a class-stratified subset of ``--set``'s test images.
+
+    python benchmarks/localizer_scaling.py --sizes 50 200 800 --input_size 128
+
+Localization quality (PRO, AUROC) is ``benchmarks/localization_quality.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path("/work/shared/data")
+
+
+def one_point(args) -> None:
+    """Child process: fit+predict one localizer on N images, print one JSON line."""
+    import numpy as np
+    import torch
+
+    from anomaly_clustering import runtime
+    from anomaly_clustering.data import load_ground_truth, load_image_set
+    from anomaly_clustering.registry import create
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from localization_quality import stratified
+
+    torch.set_num_threads(args.threads)
+    images = load_image_set(DATA / args.set / "test")
+    labels = list(load_ground_truth(images).labels)
+    if args.n < len(images):
+        images = images.subset(stratified(labels, args.n).tolist())
+    options = json.loads(args.options)
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="loc_scaling_")  # an empty cache: backbone features are part of the cost
+    with runtime.settings(quiet=True, cache_dir=cache):
+        loc = create("localizer", args.localizer, input_size=args.input_size, **options)
+        t0 = time.perf_counter()
+        maps = loc.fit_predict(images)
+        seconds = time.perf_counter() - t0
+    shutil.rmtree(cache, ignore_errors=True)
+    print(json.dumps({
+        "localizer": args.localizer, "n": len(images), "input_size": args.input_size, "options": options,
+        "seconds": round(seconds, 1), "s_per_image": round(seconds / len(images), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "backbone": maps.info.get("backbone"),
+        "map_mean": float(np.mean(maps.maps)),
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", default="mtd")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[50, 200, 800])
+    ap.add_argument("--localizers", nargs="+", default=["musc", "patchcore", "fca"])
+    ap.add_argument("--input_size", type=int, default=128)
+    ap.add_argument("--option", action="append", default=[], help="name.key=value for one localizer (JSON value)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--localizer", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.localizer:
+        return one_point(args)
+    rows = []
+    for name in args.localizers:
+        opts = {}
+        for kv in args.option:
+            key, value = kv.split("=", 1)
+            if key.startswith(name + "."):
+                opts[key.split(".", 1)[1]] = json.loads(value)
+        for n in args.sizes:
+            cmd = [sys.executable, __file__, "--set", args.set, "--input_size", str(args.input_size), "--threads", str(args.threads),
+                   "--n", str(n), "--localizer", name, "--options", json.dumps(opts)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{name} n={n} FAILED: {proc.stderr[-1500:]}", flush=True)
+                continue
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{args.set}, {args.input_size} px, {args.threads} threads\n")
+    print("| localizer | options | N | s / image | total s | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['localizer']} | {r['options'] or '–'} | {r['n']} | {r['s_per_image']} | {r['seconds']} | {r['peak_rss_mb']} |")
+
+
+if __name__ == "__main__":
+    main()
