@@ -12,6 +12,7 @@ Epochs are kept small on the CPU (the paper trains 50 epochs × 4 repeats of a V
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -85,7 +86,10 @@ def main() -> None:
             for kv in args.localizer_option:
                 key, value = kv.split("=", 1)
                 if key.startswith(loc + "."):
-                    lopts[key.split(".", 1)[1]] = int(value) if value.lstrip("-").isdigit() else value
+                    try:  # numbers and true/false/null as JSON, anything else as a string
+                        lopts[key.split(".", 1)[1]] = json.loads(value)
+                    except ValueError:
+                        lopts[key.split(".", 1)[1]] = value
             t0 = time.perf_counter()
             maps = registry.create("localizer", loc, **lopts).fit_predict(images)
             t_loc = time.perf_counter() - t0
