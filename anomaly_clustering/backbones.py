@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 WEIGHTS_ENV = "ANOMALY_CLUSTERING_WEIGHTS"
+OFFLINE_ENV = "ANOMALY_CLUSTERING_OFFLINE"  # "1": never download weights (the test suite and CI set it)
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGNED_UNIT = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inputs in [-1, 1]
@@ -289,6 +290,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
     if path is not None:
         full = timm.create_model(name, pretrained=False)
         load_weights_into(body, load_state_file(path), list(full.state_dict().keys()), path)
+    elif os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+        raise MissingWeightsError(f"backbone {name!r}: no local weights and downloads are off ({OFFLINE_ENV}); {fix}")
     else:
         try:
             body = timm.create_model(name, pretrained=True, features_only=True, out_indices=idx)  # the usual hub download

@@ -1,15 +1,16 @@
 """Small tensor operations on feature maps that several plugin families share (FCA localizers, Blind-LCA
-representations): per-instance 0–1 scaling, Gaussian blur with reflect padding, and the anomaly-weighted image
-descriptor of Blind-LCA's eq. 2."""
+representations, clusterers): per-instance 0–1 scaling, Gaussian blur with reflect padding, the anomaly-weighted
+image descriptor of Blind-LCA's eq. 2, and nearest-centroid assignment."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scale_per_instance", "gaussian_kernel1d", "gaussian_blur", "weighted_descriptor"]
+__all__ = ["scale_per_instance", "gaussian_kernel1d", "gaussian_blur", "weighted_descriptor", "nearest_centroid"]
 
 
 def scale_per_instance(f: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -70,3 +71,19 @@ def weighted_descriptor(features: torch.Tensor, maps: torch.Tensor, tau: float =
     f = f - f.mean(dim=(2, 3), keepdim=True)
     weights = torch.softmax(maps.flatten(1) / tau, dim=1)  # B×HW
     return torch.einsum("bcp,bp->bc", f.flatten(2), weights)
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest centroid (squared Euclidean) of every row of ``x``; a centroid with a non-finite entry
+    (an empty cluster) is never chosen. Chunked over rows, so N points never build an N×K×D or N×K float64 block."""
+    c = np.asarray(centroids, np.float64)
+    usable = np.isfinite(c).all(1)
+    c_safe = np.where(usable[:, None], c, 0.0)
+    c_norms = (c_safe**2).sum(1)
+    out = np.empty(len(x), np.int64)
+    for s in range(0, len(x), chunk):
+        xb = np.asarray(x[s : s + chunk], np.float64)
+        d = (xb**2).sum(1)[:, None] - 2.0 * xb @ c_safe.T + c_norms[None]
+        d[:, ~usable] = np.inf
+        out[s : s + chunk] = d.argmin(1)
+    return out

@@ -319,10 +319,14 @@ class NpyRows:
         state["_fd"] = None
         return state
 
-    def __del__(self) -> None:
+    def close(self) -> None:
         if getattr(self, "_fd", None) is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class ShardedArrayWriter:
@@ -396,6 +400,7 @@ class ShardedArrayWriter:
         atomic_write_text(self.progress_file, json.dumps({"layout": self.layout, "done": record}))
 
     def close(self) -> None:
+        self.array.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -14,4 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: chromium could not be installed; the browser test will skip"
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export ANOMALY_CLUSTERING_OFFLINE=1 HF_HUB_OFFLINE=1  # never download weights in the tests
 python -m pytest -q "$@"

@@ -18,6 +18,9 @@ import pytest
 # Never touch ~/.cache: every backbone feature and stage cache of the test session lives in a temporary folder.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="anomaly_clustering_test_cache_")
 os.environ["ANOMALY_CLUSTERING_CACHE"] = _SESSION_CACHE
+# Never download: a backbone without local weights is an error in tests, not a hub download.
+os.environ["ANOMALY_CLUSTERING_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 
 import torch  # noqa: E402

@@ -139,6 +139,12 @@ def test_missing_weight_file(tmp_path, capsys, example_data):
     assert "/nonexistent.pth" in line and "backbone_weights" in line
 
 
+def test_backbone_without_local_weights_never_downloads(tmp_path, capsys, example_data):
+    """A timm backbone with no local weights is a clear error naming the fix while downloads are off (the suite)."""
+    line = fit_error(capsys, example_data, tmp_path / "run", *FAST_FIT, "--representation.backbone", "resnet18")
+    assert "resnet18" in line and "ANOMALY_CLUSTERING_OFFLINE" in line and "backbone_weights" in line
+
+
 def test_unknown_option_on_command_line(tmp_path, capsys, example_data):
     line = fit_error(capsys, example_data, tmp_path / "run", *QUICK, "--bogus", "1")
     assert "--bogus" in line

@@ -62,3 +62,16 @@ def test_weighted_descriptor_resizes_maps_bilinearly():
     assert not torch.allclose(a, weighted_descriptor(f, big.flip(1), tau=0.05), atol=1e-3)
     with pytest.raises(ValueError):
         weighted_descriptor(f, small[0])
+
+
+def test_nearest_centroid_skips_empty_clusters_and_matches_brute_force():
+    import numpy as np
+
+    from anomaly_clustering.features_ops import nearest_centroid
+
+    rng = np.random.default_rng(0)
+    x, c = rng.normal(size=(50, 4)), rng.normal(size=(5, 4))
+    brute = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(nearest_centroid(x, c, chunk=7), brute)
+    c[brute[0]] = np.inf  # an empty cluster's centroid is never chosen
+    assert brute[0] not in nearest_centroid(x, c)

@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
 from sklearn.mixture import GaussianMixture
 
+from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
 
@@ -27,9 +28,8 @@ class _CentroidPredict(Clusterer):
         self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
 
     def predict(self, embeddings: Embeddings) -> Clustering:
-        x = embeddings.image_vectors().astype(np.float64)
-        d = ((x[:, None, :] - self.centroids_[None]) ** 2).sum(-1)
-        return Clustering(d.argmin(1), self.n_clusters, info={"assigned_by": "nearest centroid"})
+        labels = nearest_centroid(embeddings.image_vectors(), self.centroids_)
+        return Clustering(labels, self.n_clusters, info={"assigned_by": "nearest centroid"})
 
 
 class WardClusterer(_CentroidPredict):
@@ -151,7 +151,7 @@ class KMeansClusterer(Clusterer):
                               max_points_per_centroid=max(256, len(xf) // self.n_clusters + 1))
             km.train(xf)
             self.cluster_centers_ = km.centroids.astype(np.float64)
-            labels = self._nearest(x)
+            labels = nearest_centroid(x, self.cluster_centers_)
         elif self.backend_ == "minibatch":
             from sklearn.cluster import MiniBatchKMeans
 
@@ -164,16 +164,8 @@ class KMeansClusterer(Clusterer):
             labels = model.labels_.copy()
         return Clustering(labels.astype(np.int64), self.n_clusters, info={"backend": self.backend_})
 
-    def _nearest(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
-        c = self.cluster_centers_
-        out = np.empty(len(x), np.int64)
-        for s in range(0, len(x), chunk):  # chunked, so labelling N points never builds an N×K float64 block at once
-            xb = x[s : s + chunk].astype(np.float64)
-            out[s : s + chunk] = ((xb**2).sum(1)[:, None] - 2 * xb @ c.T + (c**2).sum(1)[None]).argmin(1)
-        return out
-
     def predict(self, embeddings: Embeddings) -> Clustering:
-        return Clustering(self._nearest(embeddings.image_vectors()), self.n_clusters)
+        return Clustering(nearest_centroid(embeddings.image_vectors(), self.cluster_centers_), self.n_clusters)
 
 
 class GMMClusterer(Clusterer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
 
@@ -29,8 +30,8 @@ class RegionMerge(Clusterer):
     """AnomalyNCD's region merging: softmax(sqrt(area)/T)-weighted crop probabilities → argmax per image.
 
     Expects per-crop class probabilities (``mgvit-ncd``) with ``weights`` = sqrt(mask pixel count).
-    ``temperature``: T = 100 for MVTec AD, 50 for MTD (the paper's). Learns nothing, so ``predict`` works on any
-    new embeddings of that kind.
+    ``temperature``: T = 100 for MVTec AD, 50 for MTD (the paper's). The merge itself learns nothing, so ``predict``
+    works on any new embeddings of that kind.
 
     Collapse guard (``collapse_fallback``): when the argmax's clusters amount to fewer than ``min_used_fraction``
     of K effective clusters (the perplexity, exp of the entropy of the cluster sizes: 1.4 for sizes 33/1/2, 3.0 for
@@ -74,7 +75,7 @@ class RegionMerge(Clusterer):
         probs = self._merged(embeddings)
         centroids = getattr(self, "fallback_centroids_", None)
         if centroids is not None:
-            labels = ((probs[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+            labels = nearest_centroid(probs, centroids)
         else:
             labels = probs.argmax(1)
         return Clustering(labels.astype(np.int64), max(self.n_clusters, probs.shape[1]), probabilities=probs.astype(np.float32))
