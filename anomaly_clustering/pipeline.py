@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
+import hashlib
+import importlib
 import inspect
 import io
 import json
@@ -17,6 +20,7 @@ import os
 import random
 import resource
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -104,10 +108,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@functools.lru_cache(maxsize=None)
+def source_digest(module_name: str) -> str:
+    """A hash of the Python sources beside a plugin's module (its folder, not recursive), so that editing a plugin's
+    code (or its helpers next to it) invalidates its cached stage outputs even within one released version."""
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    file = getattr(module, "__file__", None)
+    if not file:
+        return "?"
+    h = hashlib.sha256()
+    for path in sorted(Path(file).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _plugin_identity(kind: str, name: str) -> dict[str, Any]:
     info = registry.discover()[kind].get(name)
     cls = registry.get_plugin(kind, name)
-    return {"name": name, "class": f"{cls.__module__}.{cls.__qualname__}", "dist": info.distribution if info else "?", "version": info.version if info else "?"}
+    return {
+        "name": name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "dist": info.distribution if info else "?",
+        "version": info.version if info else "?",
+        "source": source_digest(cls.__module__),
+    }
 
 
 class Pipeline:

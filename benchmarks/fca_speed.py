@@ -4,13 +4,17 @@ Prints seconds per image for both on real backbone features (equal maps: max abs
 the fca-vae stages (features, VAE fit, FCA) with peak memory for a few set sizes.
 
     ANOMALY_CLUSTERING_CACHE=/work/cache nice python benchmarks/fca_speed.py --data /work/shared/data/mtd/test \
-        --reference_images 2 --fast_images 10 --sizes 50 200
+        --reference_images 2 --fast_images 10 --sizes 50 200 800
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -56,6 +60,69 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def fast_timings(xs: list[torch.Tensor], workers: int) -> float:
+    """Seconds per image of the fast FCA over ``xs``: one thread, or ``workers`` threads of one torch thread each
+    (what the localizer does on a multi-core CPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anomaly_clustering.plugins.fca.torch_model import fca_map
+
+    torch.set_num_threads(1)
+    fca_map(xs[0])  # warm-up
+    t = time.perf_counter()
+    if workers <= 1:
+        for x in xs:
+            fca_map(x)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fca_map, xs))
+    return (time.perf_counter() - t) / len(xs)
+
+
+def compare(label: str, xs: list[torch.Tensor], reference_images: int, workers: int) -> None:
+    """One row per implementation: reference vs fast (1 thread) vs fast (``workers`` threads), equal maps."""
+    from anomaly_clustering.plugins.fca.torch_model import fca_map
+
+    torch.set_num_threads(1)
+    diffs, rels, t_ref = [], [], []
+    for x in xs[:reference_images]:
+        t = time.perf_counter()
+        ref_map = reference_fca(x.numpy().astype(np.float64))
+        t_ref.append(time.perf_counter() - t)
+        fast_map = fca_map(x).numpy()
+        diffs.append(float(np.abs(ref_map - fast_map).max()))
+        rels.append(diffs[-1] / float(np.abs(ref_map).max()))
+    ref_s = float(np.mean(t_ref))
+    one = fast_timings(xs, 1)
+    many = fast_timings(xs, workers)
+    print(f"| {label} | reference (per position, NumPy, from the notes), 1 thread | {ref_s:.3f} | 1× | – |")
+    print(f"| {label} | fast, 1 thread | {one:.3f} | {ref_s / one:.1f}× | {max(diffs):.1e} (relative {max(rels):.1e}) |")
+    print(f"| {label} | fast, {workers} worker threads (the localizer's default here) | {many:.3f} | {ref_s / many:.1f}× | same maps |")
+
+
+def one_size(args: argparse.Namespace) -> None:
+    """Features, VAE fit and FCA of ``args.one_size`` images in this (fresh) process, with its peak memory."""
+    from anomaly_clustering import runtime
+    from anomaly_clustering.backbones import FeatureSpec, extract_features
+    from anomaly_clustering.data import load_image_set
+    from anomaly_clustering.plugins.fca.localizer import FCAVAELocalizer
+
+    images = load_image_set(args.data)
+    order = np.random.default_rng(0).permutation(len(images))
+    subset = images.subset(sorted(order[: args.one_size]))
+    spec = FeatureSpec(args.backbone, (), args.input_size, args.backbone_weights)
+    n = len(subset)
+    with runtime.settings(quiet=True):
+        t0 = time.perf_counter()
+        extract_features(subset, spec)
+        t_feat = time.perf_counter() - t0
+        kw = {} if args.vae_iterations is None else {"vae_iterations": args.vae_iterations}
+        loc = FCAVAELocalizer(backbone=args.backbone, backbone_weights=args.backbone_weights, input_size=args.input_size, **kw)
+        out = loc.fit_predict(subset)
+    tm = out.info["timings"]
+    print(f"| {n} | {t_feat / n:.3f} | {tm['vae_fit_s']:.1f} | {tm['fca_s'] / n:.3f} | {time.perf_counter() - t0:.1f} | {peak_rss_mb():.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/work/shared/data/mtd/test")
@@ -64,62 +131,42 @@ def main() -> None:
     ap.add_argument("--input_size", type=int, default=512)
     ap.add_argument("--reference_images", type=int, default=2)
     ap.add_argument("--fast_images", type=int, default=10)
+    ap.add_argument("--paper_width", type=int, default=512, help="also compare on random C×64×64 maps of this width (0: skip)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sizes", type=int, nargs="*", default=[50, 200])
     ap.add_argument("--vae_iterations", type=int, default=None, help="default: the localizer's default")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one_size", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.one_size:
+        return one_size(args)
 
-    from anomaly_clustering import runtime
     from anomaly_clustering.backbones import FeatureSpec, extract_features
     from anomaly_clustering.data import load_image_set
-    from anomaly_clustering.plugins.fca.localizer import FCAVAELocalizer
-    from anomaly_clustering.plugins.fca.torch_model import FCAParams, fca_map
 
     images = load_image_set(args.data)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(images))
+    order = np.random.default_rng(0).permutation(len(images))
     spec = FeatureSpec(args.backbone, (), args.input_size, args.backbone_weights)
     probe = images.subset(sorted(order[: max(args.reference_images, args.fast_images)]))
     feats = extract_features(probe, spec)
-    print(f"backbone {args.backbone}, input {args.input_size}px, features {feats.shape[1:]} (C×h×w), threads {args.threads}")
-
-    params = FCAParams()
-    diffs, t_ref, t_fast = [], [], []
-    for i in range(args.reference_images):
-        x = scale_per_instance(feats[i][None])[0]
-        t = time.perf_counter()
-        ref_map = reference_fca(x.numpy().astype(np.float64))
-        t_ref.append(time.perf_counter() - t)
-        fast_map = fca_map(x, params).numpy()
-        diffs.append(float(np.abs(ref_map - fast_map).max()))
-        rel = diffs[-1] / float(np.abs(ref_map).max())
-        print(f"  image {i}: reference {t_ref[-1]:.2f} s, max |ref − fast| {diffs[-1]:.2e} (relative to map max {rel:.1e})")
-    fca_map(scale_per_instance(feats[0][None])[0], params)  # warm-up
-    for i in range(args.fast_images):
-        x = scale_per_instance(feats[i][None])[0]
-        t = time.perf_counter()
-        fca_map(x, params)
-        t_fast.append(time.perf_counter() - t)
-    ref_s, fast_s = float(np.mean(t_ref)), float(np.mean(t_fast))
-    print("\n| FCA implementation | s / image | speed-up | max abs diff |")
-    print("|---|---|---|---|")
-    print(f"| reference (per position, NumPy, from the notes) | {ref_s:.3f} | 1× | – |")
-    print(f"| fast (vectorised, chunked) | {fast_s:.3f} | {ref_s / fast_s:.1f}× | {max(diffs):.2e} |")
+    xs = [scale_per_instance(feats[i][None])[0].float() for i in range(len(probe))]
+    print(f"backbone {args.backbone}, input {args.input_size}px, features {tuple(feats.shape[1:])} (C×h×w), {args.workers} cores")
+    print("\n| maps | FCA implementation | s / image | speed-up | max abs diff |")
+    print("|---|---|---|---|---|")
+    compare(f"{args.backbone} {tuple(feats.shape[1:])}", xs, args.reference_images, args.workers)
+    if args.paper_width:
+        gen = torch.Generator().manual_seed(0)
+        wide = [torch.rand(args.paper_width, 64, 64, generator=gen) for _ in range(min(4, args.fast_images))]
+        compare(f"random ({args.paper_width}, 64, 64)", wide, min(args.reference_images, 1), args.workers)
 
     print("\n| images | features s/img | VAE fit s (total) | FCA s/img | total s | peak RSS MB |")
     print("|---|---|---|---|---|---|")
-    with runtime.settings(quiet=True):
-        for n in args.sizes:
-            subset = images.subset(sorted(order[:n]))
-            t0 = time.perf_counter()
-            extract_features(subset, spec)
-            t_feat = time.perf_counter() - t0
-            kw = {} if args.vae_iterations is None else {"vae_iterations": args.vae_iterations}
-            loc = FCAVAELocalizer(backbone=args.backbone, backbone_weights=args.backbone_weights, input_size=args.input_size, **kw)
-            out = loc.fit_predict(subset)
-            tm = out.info["timings"]
-            print(f"| {n} | {t_feat / n:.3f} | {tm['vae_fit_s']:.1f} | {tm['fca_s'] / n:.3f} | {time.perf_counter() - t0:.1f} | {peak_rss_mb():.0f} |")
+    for n in args.sizes:  # a fresh process and an empty feature cache per size: real costs, and each size's own peak
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, ANOMALY_CLUSTERING_CACHE=cache)
+            cmd = [sys.executable, __file__, "--one_size", str(n), "--data", args.data, "--backbone", args.backbone, "--input_size", str(args.input_size)]
+            cmd += ["--backbone_weights", args.backbone_weights] if args.backbone_weights else []
+            cmd += ["--vae_iterations", str(args.vae_iterations)] if args.vae_iterations else []
+            subprocess.run(cmd, env=env, check=True)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,24 @@ def test_corrupt_cache_entry_is_detected_and_recomputed(workspace):
     redone = fit(workspace, "d")
     assert redone["cache_reused"]["localizer"] is False
     assert redone["n_clusters"] == 4
+
+
+def test_editing_a_plugins_source_changes_its_cache_identity(tmp_path, monkeypatch):
+    """The stage key covers the plugin's code: an edit within one version cannot reuse stale outputs."""
+    import sys
+
+    from anomaly_clustering.pipeline import source_digest
+
+    pkg = tmp_path / "edited_plugin_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "model.py").write_text("SCALE = 1.0\n")
+    (pkg / "helper.py").write_text("def f():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = source_digest("edited_plugin_pkg.model")
+    assert before == source_digest("edited_plugin_pkg.model")  # stable
+    (pkg / "helper.py").write_text("def f():\n    return 2\n")  # a helper beside the plugin's module counts too
+    source_digest.cache_clear()
+    assert source_digest("edited_plugin_pkg.model") != before
+    for name in [m for m in sys.modules if m.startswith("edited_plugin_pkg")]:
+        del sys.modules[name]

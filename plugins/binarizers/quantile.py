@@ -19,8 +19,9 @@ class QuantileHeuristic(Binarizer):
 
     The descriptors (eq. 2: per-instance scaled features, blurred σ = ``blur_sigma`` and centred, weighted by
     softmax(map / ``tau``)) are clustered with k-means into ``n_clusters`` groups (the pipeline fills it with the
-    number of classes). The cluster with the lowest mean image score is taken as defect-free; its share q of the set
-    gives the threshold t = the q-quantile of the per-image max scores, one t for the whole set.
+    number of classes, as in the authors' code) — or into ``heuristic_k`` groups when set (2: "defect-free or not").
+    The cluster with the lowest mean image score is taken as defect-free; its share q of the set gives the threshold
+    t = the q-quantile of the per-image max scores, one t for the whole set.
     """
 
     def __init__(
@@ -34,8 +35,10 @@ class QuantileHeuristic(Binarizer):
         layers: tuple[str, ...] = (),
         min_area: int = 1,
         seed: int = 42,
+        heuristic_k: int | None = None,
     ):
         self.n_clusters = n_clusters
+        self.heuristic_k = heuristic_k
         self.tau = tau
         self.blur_sigma = blur_sigma
         self.backbone = backbone
@@ -58,7 +61,7 @@ class QuantileHeuristic(Binarizer):
 
     def fit(self, maps: AnomalyMaps, images: ImageSet) -> "QuantileHeuristic":
         scores = np.asarray(maps.scores, np.float64)
-        k = int(min(max(1, self.n_clusters), len(scores)))
+        k = int(min(max(1, self.heuristic_k or self.n_clusters), len(scores)))
         labels = KMeans(k, random_state=self.seed, n_init=10).fit_predict(self.descriptors(maps, images)) if k > 1 else np.zeros(len(scores), int)
         self.threshold_, self.good_share_, self.cluster_mean_scores_ = quantile_threshold(scores, labels)
         return self
@@ -66,7 +69,7 @@ class QuantileHeuristic(Binarizer):
     def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
-        info = {"method": "quantile-heuristic", "good_share": self.good_share_, "threshold": self.threshold_}
+        info = {"method": "quantile-heuristic", "good_share": self.good_share_, "threshold": self.threshold_, "kmeans_k": len(self.cluster_mean_scores_)}
         return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, info)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +15,11 @@ from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, Feature
 from anomaly_clustering.features_ops import weighted_descriptor
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
+from anomaly_clustering.store import ShardedArrayWriter
 
 from .descriptor import feature_batches, maps_on_grid, normalize_maps
 
-__all__ = ["ContrastiveHead", "ProjectionHead", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
+__all__ = ["ContrastiveHead", "ProjectionHead", "PixelBank", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
 
 
 class ProjectionHead(nn.Module):
@@ -87,6 +89,52 @@ class PixelPools:
         return PixelPools([cap(p) for p in self.positives], [cap(p) for p in self.negatives])
 
 
+class PixelBank:
+    """The pooled pixels' scaled feature vectors, per image and kind, as float16: in memory up to ``memory_mb``,
+    beyond that in a temporary on-disk array read back by rows (pread), so the head's memory stays flat at any N.
+
+    Layout n × 2 (positives, negatives) × ``cap`` × C; a pool shorter than ``cap`` leaves its tail unused."""
+
+    KINDS = ("positives", "negatives")
+
+    def __init__(self, n: int, cap: int, channels: int, memory_mb: float, batch_size: int):
+        self.shape = (n, len(self.KINDS), cap, channels)
+        self.batch_size = batch_size
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * 2
+        self.on_disk = self.nbytes > memory_mb * 2**20
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if self.on_disk:
+            runtime.cache_dir().mkdir(parents=True, exist_ok=True)
+            self._tmp = tempfile.TemporaryDirectory(prefix="pixel-bank-", dir=runtime.cache_dir())
+            self._writer = ShardedArrayWriter(self._tmp.name, self.shape, np.float16, batch_size)
+        else:
+            self._array = np.zeros(self.shape, np.float16)
+
+    def put_batch(self, first: int, rows: np.ndarray) -> None:
+        """Rows ``first … first + len(rows) − 1`` (B × 2 × cap × C); ``first`` is a multiple of ``batch_size``."""
+        if self.on_disk:
+            self._writer.write(first // self.batch_size, rows)
+        else:
+            self._array[first : first + len(rows)] = rows
+
+    def get(self, image: int, kind: str, slots: np.ndarray) -> torch.Tensor:
+        """The vectors in ``slots`` of one image's pool of ``kind``, float32 (len(slots) × C)."""
+        row = self._writer.array[image] if self.on_disk else self._array[image]
+        return torch.from_numpy(row[self.KINDS.index(kind)][slots].astype(np.float32))
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._writer.close()
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "PixelBank":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _pick(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
     if len(pool) == 0:
         return pool
@@ -127,7 +175,8 @@ class ContrastiveHead(Representation):
     made it), negatives the rest. Each step takes image i, its ``n_neighbors`` nearest images by eq. 2 descriptor
     and ``n_counter_images`` images from the far half, and applies Hadsell's margin loss to (pos_i, pos_nb),
     (neg_i, neg_nb) [pull] and (pos_i, neg_nb), (pos_nb, pos_counter) [push]; only the sampled pixel vectors go
-    through the head; each image keeps at most ``max_pixels_per_image`` random candidates of each kind. AdamW, ``epochs`` passes over the set. The head's weights are the learned state, so
+    through the head; each image keeps at most ``max_pixels_per_image`` random candidates of each kind, whose
+    vectors sit in a float16 :class:`PixelBank` (on disk beyond ``bank_memory_mb``). AdamW, ``epochs`` passes over the set. The head's weights are the learned state, so
     ``transform`` describes new images. Inputs are per-instance 0–1 scaled features, as in the reference.
     """
 
@@ -151,6 +200,7 @@ class ContrastiveHead(Representation):
         epochs: int = 10,
         threshold: float | None = None,
         max_pixels_per_image: int = 512,
+        bank_memory_mb: float = 1024.0,
         seed: int = 0,
         batch_size: int = 8,
     ):
@@ -172,6 +222,7 @@ class ContrastiveHead(Representation):
         self.epochs = epochs
         self.threshold = threshold
         self.max_pixels_per_image = max_pixels_per_image
+        self.bank_memory_mb = bank_memory_mb
         self.seed = seed
         self.batch_size = batch_size
 
@@ -183,66 +234,72 @@ class ContrastiveHead(Representation):
         n, c, h, w = feats.shape
         weights = normalize_maps(maps.maps, self.normalize_maps)
         thresholds = np.full(n, self.threshold, np.float32) if self.threshold is not None else np.asarray(regions.thresholds, np.float32)
-        # Pools first (capped per image, so their scaled pixel vectors fit in memory), then one pass over the
-        # features: eq. 2 descriptors and the pooled pixels' 0–1 scaled vectors.
+        # Pools first (capped per image), then one pass over the features: eq. 2 descriptors and the pooled pixels'
+        # 0–1 scaled vectors, kept float16 in a bank (on disk beyond ``bank_memory_mb``).
         rng = np.random.default_rng(self.seed)
         pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), thresholds).capped(self.max_pixels_per_image, rng)
-        banks: dict[str, list[torch.Tensor]] = {"positives": [None] * n, "negatives": [None] * n}  # type: ignore[list-item]
-        descriptors = np.empty((n, c), np.float32)
-        for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
-            descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
-            flat = f.flatten(2)
-            for b, j in enumerate(idx):
-                for kind in banks:
-                    banks[kind][j] = flat[b][:, getattr(pools, kind)[j]].T.contiguous()
-        neighbours, far = image_neighbours(descriptors, self.n_neighbors)
-        # Train the head on sampled pixel vectors only.
-        torch.manual_seed(self.seed)
-        dev = runtime.device()
-        head = ProjectionHead(c, self.hidden_channels or max(1, c // 2)).to(dev)
-        opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        model, opt = runtime.setup_training(head, opt)  # DDP when the run spans several processes
-        world = runtime.world_size()
-        order_rng = rng  # one process: one generator for order and pixels
-        if world > 1:  # the same image order on every process (each takes its share), its own pixel samples
-            order_rng = np.random.default_rng(self.seed)
-            rng = np.random.default_rng([self.seed, runtime.rank()])
+        cap = max([1] + [len(p) for p in pools.positives] + [len(p) for p in pools.negatives])
+        bank = PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size)
+        with bank:  # its temporary file goes however training ends
+            descriptors = np.empty((n, c), np.float32)
+            for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
+                descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
+                flat = f.flatten(2).transpose(1, 2).numpy()  # B × h·w × C
+                rows = np.zeros((len(idx), 2, cap, c), np.float16)
+                for b, j in enumerate(idx):
+                    for k, kind in enumerate(PixelBank.KINDS):
+                        pool = getattr(pools, kind)[j]
+                        rows[b, k, : len(pool)] = flat[b, pool]
+                bank.put_batch(int(idx[0]), rows)
+            neighbours, far = image_neighbours(descriptors, self.n_neighbors)
+            # Train the head on sampled pixel vectors only.
+            torch.manual_seed(self.seed)
+            dev = runtime.device()
+            head = ProjectionHead(c, self.hidden_channels or max(1, c // 2)).to(dev)
+            opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            model, opt = runtime.setup_training(head, opt)  # DDP when the run spans several processes
+            world = runtime.world_size()
+            order_rng = rng  # one process: one generator for order and pixels
+            if world > 1:  # the same image order on every process (each takes its share), its own pixel samples
+                order_rng = np.random.default_rng(self.seed)
+                rng = np.random.default_rng([self.seed, runtime.rank()])
 
-        def gather(parts: list[tuple[int, np.ndarray]], kind: str) -> torch.Tensor:
-            if not parts:
-                return torch.empty(0, c, device=dev)
-            pool = getattr(pools, kind)
-            rows = [banks[kind][j][torch.from_numpy(np.searchsorted(pool[j], p))] for j, p in parts]
-            return torch.cat(rows).to(dev)
+            def gather(parts: list[tuple[int, np.ndarray]], kind: str) -> torch.Tensor:
+                if not parts:
+                    return torch.empty(0, c, device=dev)
+                pool = getattr(pools, kind)
+                return torch.cat([bank.get(j, kind, np.searchsorted(pool[j], p)) for j, p in parts]).to(dev)
 
-        losses: list[float] = []
-        head.train()
-        for _ in runtime.progress(range(self.epochs), desc="contrastive: epochs", unit="epoch"):
-            total = 0.0
-            order = order_rng.permutation(n)
-            if world > 1:  # equal step counts on every process (DDP steps together): wrap around, then deal out
-                per = -(-n // world)
-                order = np.resize(order, per * world)[runtime.rank() * per : (runtime.rank() + 1) * per]
-            for i in order:
-                parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
-                keys = list(parts)
-                vectors = [gather(parts[k], "positives" if k.startswith("pos") else "negatives") for k in keys]
-                sizes = [len(v) for v in vectors]
-                out = model(torch.cat(vectors))
-                z = dict(zip(keys, out.split(sizes)))
-                loss = hadsell_loss(
-                    [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
-                    [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
-                    self.margin,
-                )
-                if world > 1:  # every process must take part in every step, even one whose sample gave no pairs
-                    loss = loss + 0.0 * out.sum()
-                if loss.requires_grad and loss.grad_fn is not None:
-                    opt.zero_grad(set_to_none=True)
-                    runtime.backward(loss)
-                    opt.step()
-                total += float(loss.detach())
-            losses.append(total / max(n, 1))
+            losses: list[float] = []
+            head.train()
+            for _ in runtime.progress(range(self.epochs), desc="contrastive: epochs", unit="epoch"):
+                total = 0.0
+                order = order_rng.permutation(n)
+                if world > 1:  # equal step counts on every process (DDP steps together): wrap around, then deal out
+                    per = -(-n // world)
+                    order = np.resize(order, per * world)[runtime.rank() * per : (runtime.rank() + 1) * per]
+                for i in order:
+                    parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
+                    keys = list(parts)
+                    vectors = [gather(parts[k], "positives" if k.startswith("pos") else "negatives") for k in keys]
+                    sizes = [len(v) for v in vectors]
+                    out = model(torch.cat(vectors))
+                    z = dict(zip(keys, out.split(sizes)))
+                    loss = hadsell_loss(
+                        [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
+                        [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
+                        self.margin,
+                    )
+                    if world > 1:  # every process must take part in every step, even one whose sample gave no pairs
+                        loss = loss + 0.0 * out.sum()
+                    if loss.requires_grad and loss.grad_fn is not None:
+                        opt.zero_grad(set_to_none=True)
+                        runtime.backward(loss)
+                        opt.step()
+                    total += float(loss.detach())
+                losses.append(total / max(n, 1))
+        self.bank_mb_ = bank.nbytes / 2**20
+        self.bank_on_disk_ = bank.on_disk
         self.head_ = head.eval().cpu()
         self.loss_history_ = losses
         self.n_positive_pixels_ = int(sum(len(p) for p in pools.positives))

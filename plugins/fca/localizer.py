@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class FCALocalizer(Localizer):
         sigma_s: float = 1.0,
         post_sigma: float = 1.0,
         border: int = 5,
-        chunk_elements: int = 1 << 22,
+        chunk_elements: int = 1 << 19,
     ):
         self.backbone = backbone
         self.backbone_weights = backbone_weights
@@ -62,16 +63,36 @@ class FCALocalizer(Localizer):
         return scaled
 
     def _score(self, images: ImageSet, feats: FeatureArray, desc: str) -> tuple[np.ndarray, float]:
-        """FCA maps (N×h×w) of every image and the seconds spent."""
+        """FCA maps (N×h×w) of every image and the seconds spent.
+
+        On the CPU the images are spread over one worker thread per torch thread, each running single-threaded
+        (NumPy's sort and torch's kernels release the GIL): FCA's many small passes scale that way, not through
+        intra-op threads (2 cores: 0.093 s / image against 0.138 s with two intra-op threads, 152×64×64)."""
         n, _, h, w = feats.shape
         share = runtime.rank_share(n)  # all of them in a one-process run; this process's block otherwise
         maps = torch.empty((len(share), h, w), dtype=torch.float32)
         params, device = self._params(), runtime.device()
+
+        @torch.no_grad()  # grad mode is per thread: the workers need it too
+        def one(i: int) -> torch.Tensor:
+            x = scale_per_instance(feats[i][None].to(device))
+            return fca_map(self._fca_input(x)[0], params).cpu()
+
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
         start = time.perf_counter()
         with torch.no_grad():
-            for j, i in enumerate(runtime.progress(share, desc=desc, unit="img")):
-                x = scale_per_instance(feats[i][None].to(device))
-                maps[j] = fca_map(self._fca_input(x)[0], params).cpu()
+            if workers <= 1:
+                for j, i in enumerate(runtime.progress(share, desc=desc, unit="img")):
+                    maps[j] = one(i)
+            else:
+                torch.set_num_threads(1)
+                try:
+                    with ThreadPoolExecutor(workers) as pool:
+                        results = pool.map(one, share)
+                        for j, m in enumerate(runtime.progress(results, desc=desc, total=len(share), unit="img")):
+                            maps[j] = m
+                finally:
+                    torch.set_num_threads(workers)
         return runtime.gather_rows(maps, n).numpy(), time.perf_counter() - start
 
     @staticmethod
@@ -108,7 +129,7 @@ class FCAVAELocalizer(FCALocalizer):
         sigma_s: float = 1.0,
         post_sigma: float = 1.0,
         border: int = 5,
-        chunk_elements: int = 1 << 22,
+        chunk_elements: int = 1 << 19,
         latent: int = 128,
         vae_iterations: int = 1000,
         vae_batch_pixels: int = 1024,

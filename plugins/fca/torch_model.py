@@ -5,10 +5,10 @@ from a reference distribution (the median over non-overlapping 7×7 tiles of the
 rank's L1 difference back at the cell that held the value, averages over channels, blurs (σs), weights (σp) and
 overlap-adds the 7×7 contribution patches into the map (see /work/shared/papers/blind-lca-notes.md).
 
-Speed: the per-patch sorts dominate. Each value is packed with its cell index into one int32 key
-(24-bit quantised value << 6 | cell), so one values-only sort of the keys yields both the sorted values and the
-permutation. On CPU the keys are sorted with NumPy's SIMD sort (≈7× faster than ``torch.sort`` on rows of 49);
-on CUDA with ``torch.sort``. Positions are processed in chunks to bound memory.
+Speed: sorting dominates. Each value is packed with its cell index into one int32 key (24-bit quantised value << 6 |
+cell), so one values-only sort yields the sorted values and their cells; a second sort of (cell << 24 | difference)
+keys returns the differences to cell order without a scatter. On CPU the keys are sorted with NumPy's SIMD sort
+(≈7× faster than ``torch.sort`` on rows of 49), on CUDA with ``torch.sort``. Positions go in cache-sized chunks.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ __all__ = ["FCAParams", "fca_map", "fca_maps", "reference_distribution", "postpr
 
 _VALUE_BITS = 24  # 24 value bits (exact in float32) + 6 cell bits (49 ≤ 64 cells) fit a positive int32
 _CELL_BITS = 6
+_SUM_CHANNELS = 1 << (31 - _VALUE_BITS)  # channels whose 24-bit differences sum exactly in an int32
 
 
 class FCAParams:
     """FCA settings: patch side, σp (weight of a contribution patch), σs (blur inside it), post-blur σ, border."""
 
-    def __init__(self, patch_size: int = 7, sigma_p: float = 3.0, sigma_s: float = 1.0, post_sigma: float = 1.0, border: int = 5, chunk_elements: int = 1 << 23):
+    def __init__(self, patch_size: int = 7, sigma_p: float = 3.0, sigma_s: float = 1.0, post_sigma: float = 1.0, border: int = 5, chunk_elements: int = 1 << 19):
         self.patch_size = patch_size
         self.sigma_p = sigma_p
         self.sigma_s = sigma_s
@@ -55,6 +56,9 @@ def reference_distribution(x: torch.Tensor, patch_size: int = 7) -> torch.Tensor
     if h < p or w < p:
         raise ValueError(f"FCA needs a map of at least {p}×{p}, got {h}×{w}")
     tiles = x[:, : th * p, : tw * p].reshape(c, th, p, tw, p).permute(0, 1, 3, 2, 4).reshape(c, th * tw, p * p)
+    if x.device.type == "cpu":  # NumPy's SIMD sort and median: ≈20× faster than torch.sort + quantile on rows of 49
+        tiles_np = np.sort(tiles.float().numpy(), axis=2)
+        return torch.from_numpy(np.median(tiles_np, axis=1).astype(np.float32))
     return torch.quantile(tiles.sort(dim=2).values, 0.5, dim=1)  # C×p², the interpolated median (= NumPy's)
 
 
@@ -66,39 +70,59 @@ def _sort_keys(keys: torch.Tensor) -> torch.Tensor:
     return torch.sort(keys, dim=-1).values
 
 
+def _patch_operator(params: FCAParams, device: torch.device) -> torch.Tensor:
+    """The p²×p² matrix that blurs a contribution patch (σs) and weights it (σp): linear, so one matmul per map."""
+    p = params.patch_size
+    basis = torch.eye(p * p).view(p * p, 1, p, p)
+    if params.sigma_s > 0:
+        basis = gaussian_blur(basis, params.sigma_s)
+    return (basis * gaussian_window(p, params.sigma_p)).view(p * p, p * p).to(device)
+
+
 def fca_map(x: torch.Tensor, params: FCAParams | None = None, postprocess_map: bool = True) -> torch.Tensor:
-    """The FCA anomaly map of one C×H×W feature map (already scaled or residual), H×W."""
+    """The FCA anomaly map of one C×H×W feature map (already scaled or residual), H×W.
+
+    Two sorts per chunk of positions, no scatter: (1) keys ``value << 6 | cell`` sorted per channel and position give
+    each rank's value and cell; (2) keys ``cell << 24 | |value − reference[rank]|`` sorted again put the differences
+    back in cell order, where the sum over channels is a plain reduction. Values are quantised to 24 bits of the
+    map's range (error < 1e-7 of it). Chunks of ~2 MB of keys stay in cache, which is what makes it fast."""
     params = params or FCAParams()
     p, r = params.patch_size, params.patch_size // 2
     x = x.float()
     c, h, w = x.shape
-    ref = reference_distribution(x, p)  # C×p²
+    ref = reference_distribution(x, p).to(x.device)  # C×p²
     lo, hi = x.min(), x.max()
     scale = (hi - lo).clamp_min(1e-12) / ((1 << _VALUE_BITS) - 1)
     padded = F.pad(x[None], (r, r, r, r), mode="reflect")[0]
     q = ((padded - lo) / scale).round_().to(torch.int32) << _CELL_BITS
     windows = q.unfold(1, p, 1).unfold(2, p, 1)  # C×H×W×p×p view (no copy)
     cells = torch.arange(p * p, dtype=torch.int32, device=x.device).view(p, p)
-    ref_keys = ((ref - lo) / scale * (1 << _CELL_BITS))[:, None]  # the reference on the key scale, C×1×p²
-    rows_per_chunk = max(1, params.chunk_elements // max(1, c * p * p * w))
-    contributions = torch.zeros(h * w, p * p, device=x.device)
+    ref_q = ((ref - lo) / scale).round_().to(torch.int32)[:, None]  # the reference on the value scale, C×1×p²
+    rows_per_chunk = max(1, min(h, params.chunk_elements // max(1, c * p * p * w)))
+    keys_buffer = torch.empty(c, rows_per_chunk, w, p, p, dtype=torch.int32, device=x.device)
+    diff_buffer = torch.empty(c * rows_per_chunk * w * p * p, dtype=torch.int32, device=x.device)
+    contributions = torch.empty(h * w, p * p, device=x.device)
+    value_mask = (1 << _VALUE_BITS) - 1
     for r0 in range(0, h, rows_per_chunk):
         r1 = min(h, r0 + rows_per_chunk)
-        keys = windows[:, r0:r1].contiguous()  # C×R×W×p×p, a plain (fast) copy
-        keys |= cells  # tag every value with its cell
-        keys = _sort_keys(keys.view(c, -1, p * p))  # C×L×p², sorted per channel and position
-        # |sorted value − reference| per rank, on the key scale: the low 6 cell bits perturb it by < 1 quantum
-        diff = keys.float().sub_(ref_keys).abs_()
-        cell = (keys & ((1 << _CELL_BITS) - 1)).long()
+        keys5 = keys_buffer[:, : r1 - r0]
+        for a in range(p):  # copy the windows row by row of the patch, tagging every value with its cell
+            torch.bitwise_or(windows[:, r0:r1, :, a, :], cells[a], out=keys5[:, :, :, a, :])
+        keys = _sort_keys(keys5.reshape(c, -1, p * p))  # C×L×p², sorted per channel and position
+        diff = torch.bitwise_right_shift(keys, _CELL_BITS, out=diff_buffer[: keys.numel()].view(keys.shape))
+        diff.sub_(ref_q).abs_()  # |sorted value − reference| per rank, quantised
+        keys &= (1 << _CELL_BITS) - 1
+        keys <<= _VALUE_BITS
+        keys |= diff
+        keys = _sort_keys(keys)  # by cell: the differences back where their values were
+        keys &= value_mask
         out = contributions[r0 * w : r1 * w]
-        for ch in range(c):  # undo the sort and sum over channels (one scatter per channel, no per-pixel loop)
-            out.scatter_add_(1, cell[ch], diff[ch])
-    contributions *= scale / ((1 << _CELL_BITS) * c)  # back to feature units, mean over channels
-    patches = contributions.view(h * w, 1, p, p)
-    if params.sigma_s > 0:
-        patches = gaussian_blur(patches, params.sigma_s)
-    patches = patches * gaussian_window(p, params.sigma_p).to(x.device)
-    acc = F.fold(patches.view(h * w, p * p).T[None], output_size=(h + 2 * r, w + 2 * r), kernel_size=p)
+        out.copy_(keys[:_SUM_CHANNELS].sum(dim=0, dtype=torch.int32))  # exact int32 sums of ≤ 128 channels (2^24 · 2^7)
+        for c0 in range(_SUM_CHANNELS, c, _SUM_CHANNELS):
+            out += keys[c0 : c0 + _SUM_CHANNELS].sum(dim=0, dtype=torch.int32)
+    contributions *= scale / c  # back to feature units, mean over channels
+    patches = contributions @ _patch_operator(params, x.device)  # σs blur and σp weight of every contribution patch
+    acc = F.fold(patches.T[None], output_size=(h + 2 * r, w + 2 * r), kernel_size=p)
     amap = acc[0, 0, r : r + h, r : r + w]
     return postprocess(amap, params) if postprocess_map else amap
 

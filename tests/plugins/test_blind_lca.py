@@ -89,6 +89,20 @@ def test_contrastive_head_transforms_new_images_with_learned_weights(textures):
         _check_transform(images, maps, regions)
 
 
+def test_contrastive_bank_on_disk_trains_the_same_head(textures):
+    """A bank over its memory budget goes to a temporary file (and is removed after); training is unchanged."""
+    images, labels, maps, regions = textures
+    cache = Path(images.root) / "_cache"
+    with runtime.settings(cache_dir=str(cache), quiet=True, device="cpu"):
+        in_memory = ContrastiveHead(input_size=SIZE, epochs=1, batch_size=3).fit(images, maps, regions)
+        on_disk = ContrastiveHead(input_size=SIZE, epochs=1, batch_size=3, bank_memory_mb=0).fit(images, maps, regions)
+    assert not in_memory.bank_on_disk_ and on_disk.bank_on_disk_ and on_disk.bank_mb_ > 0
+    assert not list(cache.glob("pixel-bank-*"))
+    np.testing.assert_allclose(in_memory.loss_history_, on_disk.loss_history_, rtol=1e-6)
+    for a, b in zip(in_memory.head_.parameters(), on_disk.head_.parameters()):
+        torch.testing.assert_close(a, b)
+
+
 def _check_transform(images, maps, regions):
     head = ContrastiveHead(input_size=SIZE, epochs=1).fit(images, maps, regions)
     assert len(head.loss_history_) == 1 and head.n_positive_pixels_ > 0

@@ -59,3 +59,13 @@ def test_quantile_heuristic_thresholds_between_good_and_defective(blob_set):
     assert not regions.masks[:6].any()
     assert regions.masks[6:].any(axis=(1, 2)).sum() >= 3
     assert binarizer.get_params()["n_clusters"] == 2
+
+
+def test_heuristic_k_overrides_the_runs_number_of_clusters(blob_set):
+    """heuristic_k sets the k-means groups of S4 whatever K the run clusters into (n_clusters is filled by the run)."""
+    images, maps = blob_set
+    with runtime.settings(quiet=True):
+        fixed = QuantileHeuristic(n_clusters=5, heuristic_k=2, input_size=64).fit(maps, images)
+        default = QuantileHeuristic(n_clusters=5, input_size=64).fit(maps, images)
+    assert len(fixed.cluster_mean_scores_) == 2 and len(default.cluster_mean_scores_) == 5
+    assert fixed.transform(maps, images).info["kmeans_k"] == 2
