@@ -11,6 +11,7 @@ from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
 
+from .coreset import greedy_coreset
 from .generic import DEFAULT_LAYERS, build_anomalib_model, default_backbone
 
 
@@ -23,6 +24,8 @@ class PatchcoreLocalizer(Localizer):
     image's own patches in the nearest-neighbour search, so an anomaly cannot match itself.
     Backbone ``auto``: the paper's wide_resnet50_2 (layer2+layer3) when its weights are on disk, otherwise
     tf_efficientnet_lite0 (stages 2+3; weights from the PyPI package) so that it runs offline.
+    The coreset is PatchCore's greedy k-center selection: ``coreset_method="fast"`` (ours, ``coreset.py``: the same
+    algorithm with norm-expanded distances, 25–30× faster per step on the CPU) or ``"anomalib"`` (its KCenterGreedy).
     Learned state: the coreset memory bank (float16) and its image ids; the network is rebuilt, not pickled.
     """
 
@@ -36,6 +39,7 @@ class PatchcoreLocalizer(Localizer):
         num_neighbors: int = 9,
         batch_size: int = 8,
         chunk_elements: int = 1 << 25,
+        coreset_method: str = "fast",
     ):
         self.backbone = backbone
         self.backbone_weights = backbone_weights
@@ -45,6 +49,7 @@ class PatchcoreLocalizer(Localizer):
         self.num_neighbors = num_neighbors
         self.batch_size = batch_size
         self.chunk_elements = chunk_elements
+        self.coreset_method = coreset_method
 
     # -- the anomalib model (rebuilt on demand, never pickled) -------------------------------------------------
     def _module(self):
@@ -88,7 +93,13 @@ class PatchcoreLocalizer(Localizer):
         bank = emb.reshape(-1, emb.shape[-1])
         ids = torch.arange(len(reference)).repeat_interleave(emb.shape[1])
         if self.coreset_sampling_ratio < 1:
-            keep = torch.as_tensor(KCenterGreedy(bank, self.coreset_sampling_ratio).select_coreset_idxs(), dtype=torch.long)
+            n_keep = max(1, int(len(bank) * self.coreset_sampling_ratio))
+            if self.coreset_method == "fast":
+                keep = greedy_coreset(bank, n_keep, seed=runtime.current().seed or 0)
+            elif self.coreset_method == "anomalib":
+                keep = torch.as_tensor(KCenterGreedy(bank, self.coreset_sampling_ratio).select_coreset_idxs(), dtype=torch.long)
+            else:
+                raise ValueError(f"patchcore: coreset_method must be 'fast' or 'anomalib', got {self.coreset_method!r}")
             bank, ids = bank[keep], ids[keep]
         self.memory_bank_ = bank.half().numpy()
         self.bank_image_ids_ = ids.numpy().astype(np.int32)

@@ -78,3 +78,27 @@ def test_generic_adapter_runs_anomalib_models(data, model):
     assert maps.info["backbone"] == "tf_efficientnet_lite0" and maps.info["mode"] == "reference"
     assert roc_auc_score(masks.any((1, 2)), maps.scores) > 0.85
     assert roc_auc_score(masks.ravel(), maps.maps.ravel()) > 0.8
+
+
+def test_greedy_coreset_is_a_k_center_cover_as_good_as_anomalibs():
+    """Distinct indices, reproducible by seed, each pick the farthest row from those before it (checked exactly on the
+    projected rows), and a covering radius on clustered data no worse than anomalib's KCenterGreedy (±5 %)."""
+    from anomalib.models.components import KCenterGreedy
+
+    from anomaly_clustering.plugins.anomalib_models.coreset import greedy_coreset
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(40, 64, generator=gen) * 4
+    x = centres[torch.randint(40, (4000,), generator=gen)] + 0.3 * torch.randn(4000, 64, generator=gen)
+    idx = greedy_coreset(x, 40, projection_dim=128, seed=1)  # D ≤ 128: no projection, exact distances
+    assert len(set(idx.tolist())) == 40 and torch.equal(idx, greedy_coreset(x, 40, projection_dim=128, seed=1))
+    for k in range(1, 40):  # the greedy rule, checked by brute force
+        d = torch.cdist(x, x[idx[:k]]).min(dim=1).values
+        assert d[idx[k]] >= d.max() - 1e-3
+    radius = lambda sel: torch.cdist(x, x[sel]).min(dim=1).values.max().item()
+    torch.manual_seed(0)
+    theirs = torch.as_tensor(KCenterGreedy(x, 40 / 4000).select_coreset_idxs())
+    assert radius(idx) <= 1.05 * radius(theirs)
+    assert radius(greedy_coreset(x, 40, projection_dim=16, seed=1)) <= 1.5 * radius(theirs)  # projected: approximate
+    with pytest.raises(ValueError, match="cannot select"):
+        greedy_coreset(x, 0)
