@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+from sklearn.cluster import AgglomerativeClustering
 
 from anomaly_clustering import runtime
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, extract_features
@@ -77,7 +78,7 @@ def fmt(s) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/work/shared/data/mtd/test")
-    ap.add_argument("--subset", type=int, default=400)
+    ap.add_argument("--subset", type=int, default=400, help="stratified subset size (0: every image)")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--bags", nargs="+", default=["512:16:pool", "256:16:pool", "224:28:local3"], help="input_px:grid:pool|local3")
     ap.add_argument("--taus", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
@@ -105,9 +106,12 @@ def main() -> None:
             mh = ward(classical_mds(dist), k)
             print(f"| {tag} | max-hausdorff | classical MDS + Ward (ours) | {fmt(clustering_scores(labels, mh))} | {sec:.0f} |", flush=True)
             condensed = squareform(dist, checks=False)
+            coords = classical_mds(dist)
             for method in args.linkages:
                 pred = fcluster(linkage(condensed, method=method), k, criterion="maxclust") - 1
                 print(f"| {tag} | max-hausdorff | {method} linkage on the distances | {fmt(clustering_scores(labels, pred))} | – |", flush=True)
+                pred = AgglomerativeClustering(n_clusters=k, linkage=method).fit_predict(coords)
+                print(f"| {tag} | max-hausdorff | classical MDS + {method} linkage | {fmt(clustering_scores(labels, pred))} | – |", flush=True)
             for tau in args.taus:
                 w = torch.softmax(score / (tau * score.median().clamp_min(1e-12)), dim=1)
                 vec = torch.einsum("npc,np->nc", bags, w).numpy()

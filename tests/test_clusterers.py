@@ -20,7 +20,7 @@ def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y
 
 
-@pytest.mark.parametrize("name", ["ward", "kmeans", "gmm", "spectral"])
+@pytest.mark.parametrize("name", ["ward", "agglomerative", "kmeans", "gmm", "spectral"])
 def test_clusterer_recovers_blobs_and_predicts(name):
     x, y = blobs(48, seed=0)
     clu = registry.create("clusterer", name, n_clusters=4)
@@ -112,3 +112,17 @@ def test_kmeans_switches_backend_beyond_max_exact():
     assert registry.create("clusterer", "kmeans", n_clusters=3).fit_predict(emb).info["backend"] == "sklearn"
     with pytest.raises(ValueError, match="backend"):
         registry.create("clusterer", "kmeans", n_clusters=3, backend="cuml").fit_predict(emb)
+
+
+def test_agglomerative_single_linkage_follows_bands_where_ward_cuts_across():
+    """Two long thin parallel bands: single linkage keeps each band whole where Ward cuts across them,
+    and a bad linkage name is a clear error."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 30, 200)
+    x = np.c_[t, np.where(np.arange(200) < 100, 0.0, 3.0) + rng.normal(0, 0.2, 200)].astype(np.float32)
+    y = (np.arange(200) >= 100).astype(int)
+    single = registry.create("clusterer", "agglomerative", n_clusters=2, linkage="single").fit_predict(Embeddings.per_image(x))
+    ward = registry.create("clusterer", "ward", n_clusters=2).fit_predict(Embeddings.per_image(x))
+    assert adjusted_rand_score(y, single.labels) == 1.0 and adjusted_rand_score(y, ward.labels) < 0.5
+    with pytest.raises(ValueError, match="linkage must be"):
+        registry.create("clusterer", "agglomerative", n_clusters=2, linkage="median").fit_predict(Embeddings.per_image(x))

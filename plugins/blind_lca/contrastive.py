@@ -17,7 +17,7 @@ from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 from anomaly_clustering.store import ShardedArrayWriter
 
-from .descriptor import feature_batches, maps_on_grid, normalize_maps
+from .descriptor import feature_batches, maps_on_grid, masks_on_grid, normalize_maps
 
 __all__ = ["ContrastiveHead", "ProjectionHead", "PixelBank", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
 
@@ -81,7 +81,13 @@ class PixelPools:
     @classmethod
     def from_maps(cls, maps_on_grid: torch.Tensor, thresholds: np.ndarray) -> "PixelPools":
         above = (maps_on_grid.flatten(1) > torch.as_tensor(thresholds, dtype=maps_on_grid.dtype)[:, None]).numpy()
-        return cls([np.flatnonzero(a) for a in above], [np.flatnonzero(~a) for a in above])
+        return cls.from_masks(above)
+
+    @classmethod
+    def from_masks(cls, masks_on_grid: np.ndarray) -> "PixelPools":
+        """Positives where the N×h×w boolean masks are set, negatives elsewhere."""
+        flat = np.asarray(masks_on_grid, bool).reshape(len(masks_on_grid), -1)
+        return cls([np.flatnonzero(a) for a in flat], [np.flatnonzero(~a) for a in flat])
 
     def capped(self, limit: int, rng: np.random.Generator) -> "PixelPools":
         """At most ``limit`` random positions of each kind per image (kept sorted)."""
@@ -171,8 +177,9 @@ def sample_step(i: int, pools: PixelPools, neighbours: np.ndarray, far: list[np.
 class ContrastiveHead(Representation):
     """Blind-LCA: a 1×1 head (C→C/2→C, L2 norm) trained contrastively on pixels of the binarized maps, then eq. 2.
 
-    Positives are feature-grid pixels whose anomaly exceeds the Regions record's threshold (whichever binarizer
-    made it), negatives the rest. Each step takes image i, its ``n_neighbors`` nearest images by eq. 2 descriptor
+    Positives are the feature-grid cells inside the Regions record's masks (whichever binarizer made them: the S4
+    threshold by default, MEBin, Otsu, or the ground truth), negatives the rest; ``threshold`` instead thresholds
+    the maps directly. Each step takes image i, its ``n_neighbors`` nearest images by eq. 2 descriptor
     and ``n_counter_images`` images from the far half, and applies Hadsell's margin loss to (pos_i, pos_nb),
     (neg_i, neg_nb) [pull] and (pos_i, neg_nb), (pos_nb, pos_counter) [push]; only the sampled pixel vectors go
     through the head; each image keeps at most ``max_pixels_per_image`` random candidates of each kind, whose
@@ -233,11 +240,14 @@ class ContrastiveHead(Representation):
         feats = self._features(images)
         n, c, h, w = feats.shape
         weights = normalize_maps(maps.maps, self.normalize_maps)
-        thresholds = np.full(n, self.threshold, np.float32) if self.threshold is not None else np.asarray(regions.thresholds, np.float32)
         # Pools first (capped per image), then one pass over the features: eq. 2 descriptors and the pooled pixels'
         # 0–1 scaled vectors, kept float16 in a bank (on disk beyond ``bank_memory_mb``).
         rng = np.random.default_rng(self.seed)
-        pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), thresholds).capped(self.max_pixels_per_image, rng)
+        if self.threshold is not None:  # an explicit threshold on the maps
+            pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), np.full(n, self.threshold, np.float32))
+        else:  # the binarizer's masks, whichever made them (S4 threshold, MEBin, Otsu, ground truth)
+            pools = PixelPools.from_masks(masks_on_grid(np.asarray(regions.masks), (h, w)))
+        pools = pools.capped(self.max_pixels_per_image, rng)
         cap = max([1] + [len(p) for p in pools.positives] + [len(p) for p in pools.negatives])
         bank = PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size)
         with bank:  # its temporary file goes however training ends

@@ -43,6 +43,17 @@ def maps_on_grid(maps: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return t
 
 
+def masks_on_grid(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """B×H×W boolean masks on the feature grid: a cell is set when at least half of the pixels it covers are."""
+    m = np.asarray(masks, bool)
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    t = torch.from_numpy(m.astype(np.float32))[:, None]
+    if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:  # shrinking: the share of each cell that is set
+        return (F.adaptive_avg_pool2d(t, size)[:, 0] >= 0.5).numpy()
+    return (F.interpolate(t, size=size, mode="nearest")[:, 0] > 0.5).numpy()  # growing: nearest cell
+
+
 def feature_batches(feats: FeatureArray, batch_size: int, scale: bool, desc: str) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(indices, B×C×h×w float32 features) over the set, per-instance 0–1 scaled when ``scale``."""
     n = len(feats)

@@ -1,4 +1,4 @@
-"""Ward (agglomerative), k-means, Gaussian mixture and spectral clustering, wrapping scikit-learn.
+"""Ward and other agglomerative linkages, k-means, Gaussian mixture and spectral clustering, wrapping scikit-learn.
 
 Ward and spectral clustering cannot label new points by themselves; ``predict`` assigns a new image to the nearest
 cluster centroid (Euclidean, in the embedding space the clusters were formed in), which is what Ward's
@@ -66,6 +66,29 @@ class WardClusterer(_CentroidPredict):
             info = {"ward": f"two-stage: mini-batch k-means to {int(keep.sum())} micro-clusters, then size-weighted Ward"}
         self._remember(x, labels)
         return Clustering(labels, self.n_clusters, info=info)
+
+
+class AgglomerativeClusterer(_CentroidPredict):
+    """Agglomerative clustering with any of scikit-learn's linkages (``average``, ``complete``, ``single``, ``ward``).
+
+    Average linkage merges by the mean distance between members, so it follows a distance matrix's own geometry
+    where Ward's variance criterion assumes compact Euclidean clusters (e.g. Hausdorff distances embedded by MDS).
+    Memory grows with N² (no two-stage mode). New images go to the nearest centroid."""
+
+    def __init__(self, n_clusters: int = 2, linkage: str = "average", metric: str = "euclidean"):
+        self.n_clusters = n_clusters
+        self.linkage = linkage
+        self.metric = metric
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        x = embeddings.image_vectors().astype(np.float64)
+        _check(x, self.n_clusters)
+        if self.linkage not in ("average", "complete", "single", "ward"):
+            raise ValueError(f"agglomerative: linkage must be average, complete, single or ward, got {self.linkage!r}")
+        metric = "euclidean" if self.linkage == "ward" else self.metric
+        labels = AgglomerativeClustering(n_clusters=self.n_clusters, linkage=self.linkage, metric=metric).fit_predict(x)
+        self._remember(x, labels)
+        return Clustering(labels, self.n_clusters, info={"linkage": self.linkage, "metric": metric})
 
 
 def weighted_ward(centroids: np.ndarray, sizes: np.ndarray, n_clusters: int) -> np.ndarray:

@@ -177,3 +177,19 @@ def test_cli_fit_end_to_end(classifier, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (run).exists()
+
+
+def test_contrastive_positives_come_from_the_binarizers_masks(textures):
+    """Masks without a usable threshold (the oracle binarizer's are NaN) still give positives; an all-False mask set
+    gives none; the masks are taken to the feature grid by area."""
+    from anomaly_clustering.plugins.blind_lca.descriptor import masks_on_grid
+
+    images, labels, maps, regions = textures
+    oracle_like = Regions(regions.masks, np.full(len(images), np.nan, np.float32))
+    with runtime.settings(cache_dir=str(Path(images.root) / "_cache"), quiet=True, device="cpu"):
+        head = ContrastiveHead(input_size=SIZE, epochs=1).fit(images, maps, oracle_like)
+    assert head.n_positive_pixels_ > 0
+    grid = masks_on_grid(regions.masks, (16, 16))
+    assert grid.shape == (len(images), 16, 16) and grid.any() and not grid.all()
+    pools = PixelPools.from_masks(np.zeros((2, 4, 4), bool))
+    assert all(len(p) == 0 for p in pools.positives) and all(len(p) == 16 for p in pools.negatives)
