@@ -96,25 +96,26 @@ class PixelPools:
 
 
 class PixelBank:
-    """The pooled pixels' scaled feature vectors, per image and kind, as float16: in memory up to ``memory_mb``,
+    """The pooled pixels' scaled feature vectors, per image and kind, in one array: in memory up to ``memory_mb``,
     beyond that in a temporary on-disk array read back by rows (pread), so the head's memory stays flat at any N.
 
-    Layout n × 2 (positives, negatives) × ``cap`` × C; a pool shorter than ``cap`` leaves its tail unused."""
+    Layout n × 2 (positives, negatives) × ``cap`` × C of ``dtype``; a pool shorter than ``cap`` leaves its tail unused."""
 
     KINDS = ("positives", "negatives")
 
-    def __init__(self, n: int, cap: int, channels: int, memory_mb: float, batch_size: int):
+    def __init__(self, n: int, cap: int, channels: int, memory_mb: float, batch_size: int, dtype: str = "float32"):
         self.shape = (n, len(self.KINDS), cap, channels)
         self.batch_size = batch_size
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * 2
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.on_disk = self.nbytes > memory_mb * 2**20
         self._tmp: tempfile.TemporaryDirectory | None = None
         if self.on_disk:
             runtime.cache_dir().mkdir(parents=True, exist_ok=True)
             self._tmp = tempfile.TemporaryDirectory(prefix="pixel-bank-", dir=runtime.cache_dir())
-            self._writer = ShardedArrayWriter(self._tmp.name, self.shape, np.float16, batch_size)
+            self._writer = ShardedArrayWriter(self._tmp.name, self.shape, self.dtype, batch_size)
         else:
-            self._array = np.zeros(self.shape, np.float16)
+            self._array = np.zeros(self.shape, self.dtype)
 
     def put_batch(self, first: int, rows: np.ndarray) -> None:
         """Rows ``first … first + len(rows) − 1`` (B × 2 × cap × C); ``first`` is a multiple of ``batch_size``."""
@@ -183,7 +184,7 @@ class ContrastiveHead(Representation):
     and ``n_counter_images`` images from the far half, and applies Hadsell's margin loss to (pos_i, pos_nb),
     (neg_i, neg_nb) [pull] and (pos_i, neg_nb), (pos_nb, pos_counter) [push]; only the sampled pixel vectors go
     through the head; each image keeps at most ``max_pixels_per_image`` random candidates of each kind, whose
-    vectors sit in a float16 :class:`PixelBank` (on disk beyond ``bank_memory_mb``). AdamW, ``epochs`` passes over the set. The head's weights are the learned state, so
+    vectors sit in one :class:`PixelBank` array (``bank_dtype``; on disk beyond ``bank_memory_mb``). AdamW, ``epochs`` passes over the set. The head's weights are the learned state, so
     ``transform`` describes new images. Inputs are per-instance 0–1 scaled features, as in the reference.
     """
 
@@ -208,6 +209,7 @@ class ContrastiveHead(Representation):
         threshold: float | None = None,
         max_pixels_per_image: int = 512,
         bank_memory_mb: float = 1024.0,
+        bank_dtype: str = "float32",
         seed: int = 0,
         batch_size: int = 8,
     ):
@@ -230,6 +232,7 @@ class ContrastiveHead(Representation):
         self.threshold = threshold
         self.max_pixels_per_image = max_pixels_per_image
         self.bank_memory_mb = bank_memory_mb
+        self.bank_dtype = bank_dtype
         self.seed = seed
         self.batch_size = batch_size
 
@@ -241,7 +244,7 @@ class ContrastiveHead(Representation):
         n, c, h, w = feats.shape
         weights = normalize_maps(maps.maps, self.normalize_maps)
         # Pools first (capped per image), then one pass over the features: eq. 2 descriptors and the pooled pixels'
-        # 0–1 scaled vectors, kept float16 in a bank (on disk beyond ``bank_memory_mb``).
+        # 0–1 scaled vectors, kept in one bank array (on disk beyond ``bank_memory_mb``).
         rng = np.random.default_rng(self.seed)
         if self.threshold is not None:  # an explicit threshold on the maps
             pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), np.full(n, self.threshold, np.float32))
@@ -249,13 +252,13 @@ class ContrastiveHead(Representation):
             pools = PixelPools.from_masks(masks_on_grid(np.asarray(regions.masks), (h, w)))
         pools = pools.capped(self.max_pixels_per_image, rng)
         cap = max([1] + [len(p) for p in pools.positives] + [len(p) for p in pools.negatives])
-        bank = PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size)
+        bank = PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size, self.bank_dtype)
         with bank:  # its temporary file goes however training ends
             descriptors = np.empty((n, c), np.float32)
             for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
                 descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
                 flat = f.flatten(2).transpose(1, 2).numpy()  # B × h·w × C
-                rows = np.zeros((len(idx), 2, cap, c), np.float16)
+                rows = np.zeros((len(idx), 2, cap, c), bank.dtype)
                 for b, j in enumerate(idx):
                     for k, kind in enumerate(PixelBank.KINDS):
                         pool = getattr(pools, kind)[j]

@@ -101,6 +101,9 @@ def test_contrastive_bank_on_disk_trains_the_same_head(textures):
     np.testing.assert_allclose(in_memory.loss_history_, on_disk.loss_history_, rtol=1e-6)
     for a, b in zip(in_memory.head_.parameters(), on_disk.head_.parameters()):
         torch.testing.assert_close(a, b)
+    with runtime.settings(cache_dir=str(cache), quiet=True, device="cpu"):
+        half = ContrastiveHead(input_size=SIZE, epochs=1, batch_size=3, bank_dtype="float16").fit(images, maps, regions)
+    assert half.bank_mb_ == pytest.approx(in_memory.bank_mb_ / 2) and np.isfinite(half.loss_history_).all()
 
 
 def _check_transform(images, maps, regions):
