@@ -1,10 +1,10 @@
 """Greedy k-center coreset selection (PatchCore's memory-bank subsampling), fast on the CPU.
 
-The same algorithm as anomalib's ``KCenterGreedy`` — project the bank to a few random dimensions, start at a random
-patch, repeatedly add the patch farthest from everything chosen so far — with each step's distances computed as
-``‖z‖² − 2 z·c + ‖c‖²`` from precomputed squared norms (one matrix–vector product over the bank instead of a full
-difference array and a norm), and no projection at all when the rows have at most 256 dimensions. That is what makes it several times faster per step on the CPU (see
-``benchmarks/coreset_speed.py``).
+The same algorithm as anomalib's ``KCenterGreedy`` — start at a random patch, repeatedly add the patch farthest
+from everything chosen so far — with each step's distances computed as ``‖z‖² − 2 z·c + ‖c‖²`` from precomputed
+squared norms (one matrix–vector product over the bank instead of a full difference array and a norm), and a random
+projection only for rows wider than 256 dimensions. 25× anomalib's steps per second here, with a covering radius
+no larger (``benchmarks/coreset_speed.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import torch
 __all__ = ["greedy_coreset"]
 
 
-def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 256, seed: int = 0, chunk_rows: int = 65536) -> torch.Tensor:
+def greedy_coreset(
+    features: torch.Tensor, n_select: int, projection_dim: int = 256, seed: int = 0, chunk_rows: int = 65536
+) -> torch.Tensor:
     """Indices (int64, length ``n_select``, distinct) of a greedy k-center coreset of the rows of ``features`` (N×D).
 
-    Rows are first projected to ``projection_dim`` Gaussian random directions (Johnson–Lindenstrauss; anomalib's
-    eps = 0.9 gives 200–300) only when D is larger: Lite0's 152-d embeddings are used as they are. Ties and the start are decided by ``seed``, so a selection is reproducible."""
+    Rows are projected to ``projection_dim`` Gaussian random directions (Johnson–Lindenstrauss; anomalib's eps = 0.9
+    gives 200–300) only when D is larger: Lite0's 152-d embeddings are used as they are. The start is drawn from
+    ``seed``, so a selection is reproducible."""
     if features.ndim != 2:
         raise ValueError(f"greedy_coreset expects an N×D matrix, got shape {tuple(features.shape)}")
     n = features.shape[0]

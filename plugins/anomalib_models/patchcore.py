@@ -25,7 +25,8 @@ class PatchcoreLocalizer(Localizer):
     Backbone ``auto``: the paper's wide_resnet50_2 (layer2+layer3) when its weights are on disk, otherwise
     tf_efficientnet_lite0 (stages 2+3; weights from the PyPI package) so that it runs offline.
     The coreset is PatchCore's greedy k-center selection: ``coreset_method="fast"`` (ours, ``coreset.py``: the same
-    algorithm with norm-expanded distances, 25–30× faster per step on the CPU) or ``"anomalib"`` (its KCenterGreedy).
+    algorithm with norm-expanded distances, 25× anomalib's steps per second on the CPU) or ``"anomalib"`` (its
+    KCenterGreedy).
     Learned state: the coreset memory bank (float16) and its image ids; the network is rebuilt, not pickled.
     """
 
