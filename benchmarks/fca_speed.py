@@ -23,6 +23,8 @@ from scipy import ndimage
 
 from anomaly_clustering.features_ops import scale_per_instance
 
+os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
+
 
 def reference_fca(x: np.ndarray, patch: int = 7, sigma_p: float = 3.0, sigma_s: float = 1.0, post_sigma: float = 1.0, border: int = 5) -> np.ndarray:
     """FCA as the notes describe it, one position at a time (C×H×W float array → H×W map)."""

@@ -13,6 +13,7 @@ Features: tf_efficientnet_lite0 at 512 px (152×64×64), computed (or read from 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from anomaly_clustering.backbones import FeatureSpec, extract_features
 from anomaly_clustering.data import load_ground_truth, load_image_set
 from anomaly_clustering.features_ops import scale_per_instance
 from anomaly_clustering.plugins.fca.torch_model import fca_map
+
+os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
 DATA = Path("/work/shared/data")
 SUBSET = {"good": 40, "blowhole": 25, "break": 25, "crack": 25, "fray": 20, "uneven": 25}
