@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +48,8 @@ __all__ = [
     "load_weights_into",
     "WEIGHTS_ENV",
     "DEFAULT_BACKBONE",
+    "weights_file_problem",
+    "offline",
 ]
 
 WEIGHTS_ENV = "ANOMALY_CLUSTERING_WEIGHTS"
@@ -177,15 +180,44 @@ def resolve_weights(name: str, weights: str | None = None) -> str | None:
     return None
 
 
-def load_state_file(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth``/``.pt`` (tensors only, no pickled code) or ``.safetensors`` file."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def offline() -> bool:
+    """True when downloads are off (``ANOMALY_CLUSTERING_OFFLINE=1``, as in the test suite and CI)."""
+    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+
+def weights_file_problem(path: str) -> str | None:
+    """None when ``path`` starts like a weights file (a torch zip archive, a legacy pickle, or safetensors), else
+    what it is not; reads a few bytes only, so it can run before any work."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip format / legacy pickle protocol ≥ 2
+        return None
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20):  # safetensors header
+        return None
+    return "not a weights file (expected a .pth/.pt state dict or a .safetensors file)"
+
+
+def load_state_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pth``/``.pt`` (tensors only, no pickled code) or ``.safetensors`` file. Raises
+    MissingWeightsError naming the file when it is not one."""
+    problem = weights_file_problem(path)
+    if problem:
+        raise MissingWeightsError(f"--backbone_weights {path}: {problem}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch/pickle raise many kinds on a damaged file
+        raise MissingWeightsError(f"--backbone_weights {path}: not a readable weights file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MissingWeightsError(f"--backbone_weights {path}: holds no state dict of tensors")
     return state
 
 
@@ -259,6 +291,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
         if path is not None:
             load_weights_into(model, load_state_file(path), None, path)
             mean, std = info.mean, info.std
+        elif offline():
+            raise MissingWeightsError(f"backbone {name!r}: no local weights and downloads are off ({OFFLINE_ENV}); {fix}")
         else:
             try:
                 wenum = torchvision.models.get_model_weights(name).DEFAULT
@@ -290,7 +324,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, layers: Sequence[str] | None =
     if path is not None:
         full = timm.create_model(name, pretrained=False)
         load_weights_into(body, load_state_file(path), list(full.state_dict().keys()), path)
-    elif os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+    elif offline():
         raise MissingWeightsError(f"backbone {name!r}: no local weights and downloads are off ({OFFLINE_ENV}); {fix}")
     else:
         try:
@@ -369,13 +403,76 @@ def load_batch(images: ImageSet, indices: Sequence[int], size: int) -> torch.Ten
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+SHARDS_FILE = "shards.json"
+
+
+def _write_shard_sums(folder: Path, shape: tuple[int, ...], shard_size: int) -> None:
+    """Record each shard's checksum beside a sealed feature array, so a read can verify (and redo) shard by shard."""
+    import json
+
+    rows = NpyRows(folder / "data.npy")
+    try:
+        sums = {str(s): _rows_sha(rows, s, shard_size) for s in range(-(-shape[0] // shard_size))}
+    finally:
+        rows.close()
+    layout = {"shape": list(shape), "dtype": np.dtype(np.float16).str, "shard": shard_size}
+    (folder / SHARDS_FILE).write_text(json.dumps({"layout": layout, "done": sums}))
+
+
+def _rows_sha(rows: NpyRows, shard: int, shard_size: int) -> str:
+    block = rows[shard * shard_size : min(len(rows), (shard + 1) * shard_size)]
+    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()[:16]
+
+
+def _verified_features(cache: StageCache, key: str, shard_size: int) -> Path | None:
+    """The cached feature entry if every shard still matches its checksum (the whole array is read once, so a
+    bit flip, a zeroed block or a garbage header is caught whatever the file's size). When only some shards fail,
+    the entry goes back to a resumable ``.partial`` folder holding the good ones, so just the bad shards are
+    recomputed; when the header or the bookkeeping is damaged, the entry is removed and everything recomputed."""
+    import json
+    import shutil
+
+    hit = cache.lookup("features", key, verify=False)
+    if hit is None:
+        return None
+    sums_file = hit / SHARDS_FILE
+    if not sums_file.exists():  # an entry written before shard checksums: verify its files as a whole
+        return cache.lookup("features", key, verify=True)
+    try:
+        state = json.loads(sums_file.read_text())
+        layout = state["layout"]
+        int((hit / "stride.txt").read_text())
+        rows = NpyRows(hit / "data.npy")
+        try:
+            if list(rows.shape) != layout["shape"] or rows.dtype.str != layout["dtype"] or os.path.getsize(rows.path) != rows.offset + rows.row_bytes * rows.shape[0]:
+                raise StoreError("layout")
+            bad = [s for s, sha in state["done"].items() if _rows_sha(rows, int(s), int(layout["shard"])) != sha]
+        finally:
+            rows.close()
+    except (OSError, ValueError, KeyError, TypeError, StoreError):
+        shutil.rmtree(hit, ignore_errors=True)
+        warnings.warn(f"feature cache {hit} was damaged; recomputing it", stacklevel=3)
+        return None
+    if not bad:
+        return hit
+    warnings.warn(f"feature cache {hit}: {len(bad)} damaged shard(s) of {len(state['done'])}; recomputing them", stacklevel=3)
+    work = cache.path("features", key + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.replace(hit / "data.npy", work / "data.npy")
+    good = {s: sha for s, sha in state["done"].items() if s not in bad}
+    (work / "progress.json").write_text(json.dumps({"layout": layout, "done": good}))
+    shutil.rmtree(hit, ignore_errors=True)
+    return None
+
+
 def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, shard_size: int = 64) -> FeatureArray:
     """Feature maps of every image, computed once (batched, on the run's device) and cached on disk as float16.
     Resumes at the last completed shard after a crash; later calls with the same spec and images read the cache.
     In a multi-process run the shards are dealt out to the processes, which fill one shared memory-mapped file."""
     cache = StageCache(runtime.cache_dir())
     key = spec.cache_key(images)
-    hit = cache.lookup("features", key, verify=False)
+    hit = _verified_features(cache, key, shard_size) if runtime.is_main() else cache.lookup("features", key, verify=False)
     if runtime.broadcast(hit is not None):
         if hit is None:
             raise StoreError(f"{cache.root}: the feature cache of rank 0 is not visible to rank {runtime.rank()}; "
@@ -420,6 +517,7 @@ def extract_features(images: ImageSet, spec: FeatureSpec, batch_size: int = 8, s
         with cache.entry("features", key) as tmp:
             os.replace(work / "data.npy", tmp / "data.npy")
             (tmp / "stride.txt").write_text(str(backbone.stride))
+            _write_shard_sums(tmp, shape, shard_size)
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)

@@ -292,7 +292,9 @@ def cmd_fit(argv: list[str]) -> int:
     parser = build_fit_parser(chosen)
     cfg = _parse(parser, argv)
     pconf = _pipeline_config(cfg)
-    from . import registry
+    from . import registry, validation
+
+    validation.validate_fit(cfg, pconf)  # every option checked before any work
 
     for stage in STAGES:  # fail on bad plugin options before any work
         spec = pconf.spec(stage)
@@ -305,6 +307,7 @@ def cmd_fit(argv: list[str]) -> int:
     main = fabric is None or fabric.global_rank == 0
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
     normal = load_image_set(cfg.normal_dir, strict=cfg.strict) if cfg.normal_dir else None
+    validation.validate_fit_images(images, pconf.n_clusters)
     run = Path(cfg.run)
     t0 = time.perf_counter()
     with runtime.settings(fabric=fabric), (RunLock(run) if main else contextlib.nullcontext()):
@@ -345,6 +348,9 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True)
     p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False)
     cfg = _parse(p, argv)
+    from .validation import validate_predict
+
+    validate_predict(cfg)
     run = RunFolder.open(cfg.run)
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
     conf = run.config
@@ -375,6 +381,9 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--labels", type=str | None, default=None, help="CSV with columns image,label[,mask] (default: the MVTec layout of the run's images)")
     p.add_argument("--json", type=bool, nargs="?", const=True, default=False, help="print JSON instead of a table")
     cfg = _parse(p, argv)
+    from .validation import validate_evaluate
+
+    validate_evaluate(cfg)
     result = evaluate_run(cfg.run, cfg.labels)
     print(json.dumps(result, indent=1) if cfg.json else format_evaluation(result))
     return 0
@@ -389,6 +398,9 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--run", type=str, required=True, help="a finished run folder")
     p.add_argument("--labels", type=str | None, default=None, help="optional ground-truth CSV (default: MVTec layout if present)")
     cfg = _parse(p, argv)
+    from .validation import validate_report
+
+    validate_report(cfg)
     page = write_report(cfg.run, cfg.labels)
     print(f"report: {page}")
     return 0
@@ -439,10 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import PipelineError, RunLockedError
     from .registry import PluginError
     from .store import StoreError
+    from .validation import ValidationError
 
     warnings.showwarning = _warning_line
     warnings.filterwarnings("ignore", module="lightning")
-    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, BackboneConfigError, StoreError, RunLockedError, DistributedConfigError)
+    user_errors = (CLIError, DataError, PipelineError, PluginError, MissingWeightsError, BackboneConfigError, StoreError, RunLockedError, DistributedConfigError, ValidationError)
     try:
         return HANDLERS[command](rest) or 0
     except user_errors as exc:
@@ -450,8 +463,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         if getattr(exc, "errno", None) == 28:  # ENOSPC
-            print(f"anomaly-cluster {command}: error: disk full ({exc.filename or ''}); free space and rerun: completed stages are kept", file=sys.stderr)
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(f"anomaly-cluster {command}: error: disk full{where}; free space and rerun: completed stages are kept", file=sys.stderr)
             return 3
+        if getattr(exc, "errno", None) in (1, 13, 30):  # EPERM, EACCES, EROFS: a folder the user cannot write
+            print(f"anomaly-cluster {command}: error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         raise
     except SystemExit as exc:  # --help and --print_config finish early: return their code like every command
         return exc.code if isinstance(exc.code, int) else 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .records import ImageSet
 
@@ -29,6 +29,9 @@ __all__ = [
     "load_resized",
     "GroundTruth",
     "load_ground_truth",
+    "MAX_PIXELS_ENV",
+    "max_image_pixels",
+    "duplicate_groups",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -36,8 +39,41 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SKIPPED_FOLDERS = {"ground_truth", "annotations_voc", ".cache", "__pycache__"}
 
 
+MAX_PIXELS_ENV = "ANOMALY_CLUSTERING_MAX_PIXELS"
+#: Largest image (width × height) read by default: PIL's own decompression-bomb limit. Raise it with the
+#: environment variable ``ANOMALY_CLUSTERING_MAX_PIXELS``.
+DEFAULT_MAX_PIXELS = 89_478_485
+ORIENTATION_TAG = 0x0112  # EXIF orientation; values 5–8 swap width and height
+
+
 class DataError(ValueError):
     """Bad input data; the message names the file or folder."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit (width × height) above which an image is refused as a possible decompression bomb."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise DataError(f"${MAX_PIXELS_ENV}={raw!r}: give a number of pixels, e.g. 200000000") from None
+    if value < 1:
+        raise DataError(f"${MAX_PIXELS_ENV}={raw!r}: must be positive")
+    return value
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    """``Image.open`` under the pixel limit (PIL's own bomb check follows it); refuses larger images before decoding."""
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL raises DecompressionBombError at 2× this; we refuse at 1× below
+    im = Image.open(path)
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise DataError(f"{path}: {w}×{h} pixels is over the limit of {limit} (a decompression bomb?); raise it with ${MAX_PIXELS_ENV}")
+    return im
 
 
 def _matches(rel: str, pattern: str) -> bool:
@@ -58,6 +94,8 @@ def discover_images(root: str | os.PathLike, include: Sequence[str] = (), exclud
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_FOLDERS and not d.startswith("."))
         for f in filenames:
             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                if not _is_regular_file(Path(dirpath, f)):  # a FIFO, socket, device or broken link is no image
+                    continue
                 rel = Path(dirpath, f).relative_to(root).as_posix()
                 if include and not any(_matches(rel, p) for p in include):
                     continue
@@ -67,13 +105,27 @@ def discover_images(root: str | os.PathLike, include: Sequence[str] = (), exclud
     return sorted(names)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as H×W×3 uint8 RGB, whatever its mode or bit depth. Raises DataError naming the file."""
+def _is_regular_file(path: Path) -> bool:
+    """True for a regular file (or a link to one); never opens it, so a FIFO cannot block."""
+    import stat
+
     try:
-        with Image.open(path) as im:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # broken link, link loop, permission
+        return False
+
+
+READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """An image as H×W×3 uint8 RGB in its displayed orientation (EXIF applied), whatever its mode or bit depth.
+    Raises DataError naming the file."""
+    try:
+        with _open(path) as im:
             im.load()
-            return _to_rgb8(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            return _to_rgb8(ImageOps.exif_transpose(im))
+    except READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 
 
@@ -104,17 +156,32 @@ def load_resized(path: str | os.PathLike, size: int | tuple[int, int]) -> np.nda
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image without decoding it."""
-    with Image.open(path) as im:
-        return im.size[1], im.size[0]
+    """(height, width) of an image as displayed (EXIF orientation applied), without decoding it."""
+    with _open(path) as im:
+        w, h = im.size
+        return (w, h) if _orientation(im) in (5, 6, 7, 8) else (h, w)
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block just means no rotation
+        return 1
+
+
+def _pixel_digest(rgb: np.ndarray) -> str:
+    """Hash of the decoded pixels (and shape): two files holding the same picture get the same digest."""
+    h = hashlib.sha1(str(rgb.shape).encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
     return h.hexdigest()
+
+
+def duplicate_groups(images: ImageSet) -> list[list[int]]:
+    """Groups (of two or more indices, in set order) of images with identical decoded pixels."""
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(images.digests):
+        groups.setdefault(d, []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def load_image_set(
@@ -125,7 +192,9 @@ def load_image_set(
     min_images: int = 1,
 ) -> ImageSet:
     """Discover and validate the images of a folder. A corrupt or unreadable file is skipped with a warning that
-    lists it (``strict=True``: an error instead). Raises DataError for an empty or missing folder."""
+    lists it (``strict=True``: an error instead); so is an image over the pixel limit (:func:`max_image_pixels`).
+    Digests hash the decoded pixels, so the same picture saved twice (another compression, another format) is
+    recognised: one warning names such duplicates. Raises DataError for an empty or missing folder."""
     root = Path(root).resolve()
     names = discover_images(root, include, exclude)
     if not names:
@@ -134,19 +203,20 @@ def load_image_set(
     for name in names:
         path = root / name
         try:
-            with Image.open(path) as im:
+            with _open(path) as im:
                 im.verify()
-            with Image.open(path) as im:  # verify() leaves the file unusable; decode fully to catch truncation
+            with _open(path) as im:  # verify() leaves the file unusable; decode fully to catch truncation
                 im.load()
                 if im.size[0] < 2 or im.size[1] < 2:
                     raise DataError(f"{path}: image is {im.size[0]}×{im.size[1]} pixels, too small")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, DataError) as exc:
+                digest = _pixel_digest(_to_rgb8(ImageOps.exif_transpose(im)))
+        except (*READ_ERRORS, DataError) as exc:
             if strict:
                 raise DataError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc}); --strict is set") from None
             bad.append(name)
             continue
         good.append(name)
-        digests.append(_digest(path))
+        digests.append(digest)
     if bad:
         warnings.warn(
             f"skipped {len(bad)} unreadable image(s) in {root}: {', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}",
@@ -154,7 +224,16 @@ def load_image_set(
         )
     if len(good) < min_images:
         raise DataError(f"--data {root}: {len(good)} readable image(s), at least {min_images} needed")
-    return ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
+    images = ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
+    groups = duplicate_groups(images)
+    if groups:
+        shown = "; ".join(" = ".join(good[i] for i in g[:4]) + (" …" if len(g) > 4 else "") for g in groups[:5])
+        warnings.warn(
+            f"{sum(len(g) for g in groups)} images in {root} are pixel-identical copies in {len(groups)} group(s) "
+            f"(each group gets one cluster): {shown}{' …' if len(groups) > 5 else ''}",
+            stacklevel=2,
+        )
+    return images
 
 
 @dataclass(frozen=True)
@@ -190,6 +269,8 @@ def load_ground_truth(images: ImageSet, labels_csv: str | None = None) -> Ground
     ``…/ground_truth/<type>/<stem>_mask.png``). Raises DataError naming what is missing."""
     root = Path(images.root)
     if labels_csv:
+        if not Path(labels_csv).is_file():
+            raise DataError(f"--labels {labels_csv}: no such file")
         rows: dict[str, tuple[str, str | None]] = {}
         with open(labels_csv, newline="") as f:
             reader = csv.DictReader(f)
@@ -223,6 +304,8 @@ def load_ground_truth(images: ImageSet, labels_csv: str | None = None) -> Ground
                 if mask:
                     break
         masks.append(mask)
-    if len({*labels}) < 1 or all(p == "." for p in labels):
-        raise DataError(f"{root}: no type folders (MVTec layout test/<type>/<image>); give --labels CSV instead")
+    if len({*labels}) < 2:
+        where = "directly in the folder" if all(Path(root / n).parent == root for n in images.names) else f"all in one folder ({labels[0]})"
+        raise DataError(f"{root}: no ground-truth labels: the images are {where}, not in two or more type folders "
+                        "(MVTec layout test/<type>/<image>); give --labels CSV")
     return GroundTruth(tuple(labels), tuple(masks), any(m is not None for m in masks))

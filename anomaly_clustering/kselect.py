@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import silhouette_score
 
-from .records import Clustering, Embeddings
+from .records import Clustering, Embeddings, ImageSet
 
-__all__ = ["select_n_clusters", "eigengap_curve"]
+__all__ = ["select_n_clusters", "eigengap_curve", "cluster_distinct", "distinct_images"]
 
 
 def eigengap_curve(x: np.ndarray, k_min: int, k_max: int) -> dict[int, float]:
@@ -36,6 +37,10 @@ def select_n_clusters(
 ) -> tuple[int, dict[int, float], Any, Clustering]:
     """Fit ``clusterer`` for each K in [k_min, k_max] (capped at N−1) and keep the best by ``method``.
     Returns (K, curve K → score, fitted clusterer, its clustering)."""
+    if k_min > k_max:
+        raise ValueError(f"--k_min {k_min} --k_max {k_max}: k_min must not exceed k_max")
+    if method not in ("silhouette", "eigengap"):
+        raise ValueError(f"--k_method {method!r}: choose 'silhouette' or 'eigengap'")
     x = embeddings.image_vectors()
     n = len(x)
     k_max = min(k_max, n - 1)
@@ -61,3 +66,34 @@ def select_n_clusters(
             best = (score, k, model, result)
     assert best is not None
     return best[1], curve, best[2], best[3]
+
+
+def distinct_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, inverse): the index of the first image of each distinct pixel content (set order), and for every
+    image the position of its content in ``keep``, so ``keep[inverse]`` points each image at its representative."""
+    first: dict[str, int] = {}
+    inverse = np.array([first.setdefault(d, len(first)) for d in images.digests], np.int64)
+    keep = np.array([images.digests.index(d) for d in first], np.int64)
+    return keep, inverse
+
+
+def _take_embeddings(emb: Embeddings, keep: np.ndarray) -> Embeddings:
+    """The rows of the images ``keep`` (renumbered 0…len(keep)−1)."""
+    position = np.full(emb.n_images, -1, np.int64)
+    position[keep] = np.arange(len(keep))
+    index = np.asarray(emb.image_index)
+    rows = np.flatnonzero(position[index] >= 0)
+    weights = None if emb.weights is None else np.asarray(emb.weights)[rows]
+    return Embeddings(np.asarray(emb.vectors)[rows], position[index[rows]], len(keep), weights, dict(emb.info))
+
+
+def cluster_distinct(images: ImageSet, embeddings: Embeddings, cluster: Callable[[Embeddings], Clustering]) -> Clustering:
+    """Run ``cluster`` on one copy of each distinct image and give every copy its label: pixel-identical images
+    (the same picture saved twice) then always share a cluster, and do not flatten K's selection curve."""
+    keep, inverse = distinct_images(images)
+    if len(keep) == len(images):
+        return cluster(embeddings)
+    result = cluster(_take_embeddings(embeddings, keep))
+    probabilities = None if result.probabilities is None else np.asarray(result.probabilities)[inverse]
+    info = {**result.info, "duplicates_merged": int(len(images) - len(keep))}
+    return dataclasses.replace(result, labels=np.asarray(result.labels)[inverse], probabilities=probabilities, info=info)

@@ -34,7 +34,7 @@ import yaml
 from . import registry, runtime
 from .data import DataError, load_image_set
 from .interfaces import Binarizer, Clusterer, Localizer, Representation
-from .kselect import select_n_clusters
+from .kselect import cluster_distinct, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 from .store import StageCache, StoreError, atomic_write_text, load_object, load_record, save_object, save_record, stable_hash
 
@@ -205,8 +205,8 @@ class Pipeline:
         if isinstance(cfg.n_clusters, int):
             if cfg.n_clusters < 1:
                 raise PipelineError(f"--n_clusters {cfg.n_clusters}: must be at least 1")
-            if cfg.n_clusters > n:
-                raise PipelineError(f"--n_clusters {cfg.n_clusters}: more clusters than images ({n})")
+            if cfg.n_clusters > len(set(images.digests)):  # copies of one picture share a cluster
+                raise PipelineError(f"--n_clusters {cfg.n_clusters}: more clusters than distinct images ({len(set(images.digests))})")
         if len(set(images.digests)) == 1:
             raise PipelineError(f"--data {images.root}: all {n} images are identical; there is nothing to cluster")
         components: dict[str, Any] = {}
@@ -261,7 +261,7 @@ class Pipeline:
                 t_start = time.perf_counter()
                 if hit is None:
                     _seed_everything(cfg.seed)
-                    clustering = self._cluster(clu, emb)
+                    clustering = cluster_distinct(images, emb, lambda e: self._cluster(clu, e))  # copies share a label
                     clu = clustering.info.pop("_fitted", clu)
                     self._store("clusterer", keys["clusterer"], clu, clustering, time.perf_counter() - t_start)
                 else:

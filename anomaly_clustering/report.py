@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from . import runtime
 from .data import DataError, GroundTruth, load_ground_truth, load_image
-from .runs import RunFolder, output_name
+from .runs import RunFolder, output_names
 
 __all__ = ["write_report"]
 
@@ -120,7 +120,22 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, max_per_cluster: int = 60) -> Path:
-    """Write ``<run>/report/index.html`` (+ thumbnails and plots beside it) and return its path."""
+    """Write ``<run>/report/index.html`` (+ thumbnails and plots beside it) and return its path. The folder is
+    built beside the run and renamed into place whole, so a failure (a full disk) leaves the old report or none."""
+    from .store import atomic_dir
+
+    final = Path(run_dir) / "report"
+    try:
+        with atomic_dir(final) as out:
+            _write_report(run_dir, out, labels_csv, thumb, max_per_cluster)
+    except OSError as exc:
+        if exc.errno == 28 and not exc.filename:  # ENOSPC from a write: name the folder that could not be written
+            raise OSError(exc.errno, exc.strerror, str(final)) from None
+        raise
+    return final / "index.html"
+
+
+def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, max_per_cluster: int) -> Path:
     from .evaluation import evaluate_records
     from .metrics import hungarian_mapping
 
@@ -129,7 +144,6 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
     clustering, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
     labels = np.asarray(clustering.labels)
     x = emb.image_vectors()
-    out = Path(run_dir) / "report"
     (out / "img").mkdir(parents=True, exist_ok=True)
     gt: GroundTruth | None = None
     try:
@@ -190,6 +204,7 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
         work.append((k, members))
     total = sum(min(len(m), max_per_cluster) for _, m in work)
     bar = iter(runtime.progress(range(total), desc="report thumbnails", unit="img"))
+    stems = output_names(images.names)
     for k, members in work:
         composition = ""
         if truth_names is not None:
@@ -201,7 +216,7 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
         parts.append(f"<p class='note'>most typical: {html.escape(images.names[members[0]])}; least typical: {html.escape(images.names[members[-1]])}</p><div class='gallery'>")
         shown = members[:max_per_cluster]
         for rank, i in enumerate(shown):
-            stem = output_name(images.names[i])
+            stem = stems[i]
             img = load_image(images.paths[i])
             mh, mw = maps.map_size
             pred = np.asarray(Image.fromarray(np.asarray(regions.masks[i], np.uint8) * 255).resize((img.shape[1], img.shape[0]), Image.NEAREST)) > 0

@@ -1,20 +1,24 @@
 """The run folder: what ``fit`` writes and ``predict`` / ``evaluate`` / ``report`` read.
 
-    <run>/clusters.csv        image, cluster, anomaly score, threshold, region boxes (original image pixels)
-    <run>/maps/<image>.npy    anomaly map at map resolution; <image>.png: heat map at the image's own size
-    <run>/masks/<image>.png   binary mask at the image's own size
+    <run>/clusters.csv        image, cluster, anomaly score, threshold, region boxes (original image pixels), and
+                              the map and mask files written for the image
+    <run>/maps/<out>.npy      anomaly map at map resolution; <out>.png: heat map at the image's own size
+    <run>/masks/<out>.png     binary mask at the image's own size
     <run>/records/            the four stage records (.npy + JSON), for evaluate and report
     <run>/model/              the fitted stage components + pipeline.json, for predict
     <run>/config.yaml         the resolved configuration;  summary.json: K, timings, cache reuse, peak memory
     <run>/k_selection.json    the K-selection curve (when K was estimated)
     <run>/cache/              the stage cache (unless --cache_dir points elsewhere)
 
-Outputs are assembled in a staging folder and moved into place only once complete.
+``<out>`` is the image's path flattened (``test/crack/001.png`` → ``test__crack__001``), made unique within the run
+by :func:`output_names` (``img.png`` and ``img.jpg`` → ``img_png``, ``img_jpg``). Outputs are assembled in a staging
+folder and moved into place only once complete; ``summary.json`` goes last, so a run folder without it is unfinished.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -32,15 +36,39 @@ from .data import DataError
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 from .store import StoreError, load_object, load_record, save_object, save_record
 
-__all__ = ["write_run", "RunFolder", "output_name", "write_predictions", "heat_png"]
+__all__ = ["write_run", "RunFolder", "output_name", "output_names", "write_predictions", "heat_png"]
 
 OUTPUTS = ("clusters.csv", "maps", "masks", "records", "model", "config.yaml", "summary.json", "k_selection.json")
 
 
 def output_name(image_name: str) -> str:
-    """A flat file stem for an image's outputs (``test/crack/001.png`` → ``test__crack__001``)."""
+    """A flat file stem for an image's outputs (``test/crack/001.png`` → ``test__crack__001``); unique within a set
+    only through :func:`output_names`."""
     stem = os.path.splitext(image_name)[0]
     return stem.replace("/", "__").replace("\\", "__")
+
+
+def output_names(image_names: Sequence[str]) -> list[str]:
+    """One flat file stem per image, unique within the set even on a case-insensitive file system: the plain
+    :func:`output_name` where no other image shares it; else the extension is kept (``img.png`` → ``img_png``) and,
+    if that still collides (``x/y.png`` and ``x__y.png``), a number is added (``x__y_png~2``), in set order."""
+    plain = [output_name(n) for n in image_names]
+    count: dict[str, int] = {}
+    for stem in plain:
+        count[stem.lower()] = count.get(stem.lower(), 0) + 1
+    unique = [count[stem.lower()] == 1 for stem in plain]
+    reserved = {stem.lower() for stem, u in zip(plain, unique) if u}
+    out, used = [], set()
+    for name, stem, u in zip(image_names, plain, unique):
+        if not u:
+            base = f"{stem}_{os.path.splitext(name)[1].lstrip('.') or 'noext'}"
+            stem, k = base, 1
+            while stem.lower() in used or stem.lower() in reserved:
+                k += 1
+                stem = f"{base}~{k}"
+        used.add(stem.lower())
+        out.append(stem)
+    return out
 
 
 def _resize(arr: np.ndarray, size: tuple[int, int], resample: int) -> Image.Image:
@@ -67,13 +95,14 @@ def _boxes_in_image(regions: Regions, maps: AnomalyMaps, i: int) -> list[list[in
     return out
 
 
-def _write_table(path: Path, images: ImageSet, maps: AnomalyMaps, regions: Regions, clustering: Clustering) -> None:
+def _write_table(path: Path, images: ImageSet, maps: AnomalyMaps, regions: Regions, clustering: Clustering, pngs: bool = True) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["image", "cluster", "anomaly_score", "threshold", "n_regions", "regions"])
-    for i, name in enumerate(images.names):
+    w.writerow(["image", "cluster", "anomaly_score", "threshold", "n_regions", "regions", "map_file", "mask_file"])
+    for i, (name, stem) in enumerate(zip(images.names, output_names(images.names))):
         boxes = _boxes_in_image(regions, maps, i)
-        w.writerow([name, int(clustering.labels[i]), f"{float(maps.scores[i]):.6g}", f"{float(regions.thresholds[i]):.6g}", len(boxes), json.dumps(boxes)])
+        w.writerow([name, int(clustering.labels[i]), f"{float(maps.scores[i]):.6g}", f"{float(regions.thresholds[i]):.6g}", len(boxes), json.dumps(boxes),
+                    f"maps/{stem}.npy", f"masks/{stem}.png" if pngs else ""])
     path.write_text(buf.getvalue())
 
 
@@ -82,8 +111,7 @@ def _write_maps(folder: Path, images: ImageSet, maps: AnomalyMaps, regions: Regi
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     arr = np.asarray(maps.maps, np.float32)
     lo, hi = float(np.percentile(arr, 1)), float(arr.max())
-    for i, name in enumerate(images.names):
-        stem = output_name(name)
+    for i, stem in enumerate(output_names(images.names)):
         np.save(folder / "maps" / f"{stem}.npy", arr[i])
         if pngs:
             size = tuple(int(v) for v in maps.image_sizes[i])
@@ -99,7 +127,7 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
     stage = run / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         stage.mkdir()
-        _write_table(stage / "clusters.csv", result.images, result.maps, result.regions, result.clustering)
+        _write_table(stage / "clusters.csv", result.images, result.maps, result.regions, result.clustering, save_pngs)
         _write_maps(stage, result.images, result.maps, result.regions, save_pngs)
         for kind, rec in (("maps", result.maps), ("regions", result.regions), ("embeddings", result.embeddings), ("clustering", result.clustering)):
             save_record(stage / "records" / kind, rec)
@@ -130,7 +158,8 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
         (stage / "summary.json").write_text(json.dumps(summary, indent=1))
         if result.clustering.k_curve:
             (stage / "k_selection.json").write_text(json.dumps({"method": result.clustering.k_method, "chosen": int(result.clustering.n_clusters), "curve": {str(k): v for k, v in result.clustering.k_curve.items()}}, indent=1))
-        for name in OUTPUTS:  # replace the previous outputs item by item
+        (run / "summary.json").unlink(missing_ok=True)  # the run is unfinished until the new summary is in place
+        for name in sorted(OUTPUTS, key=lambda n: n == "summary.json"):  # replace the outputs item by item, summary last
             src, dst = stage / name, run / name
             if dst.is_dir():
                 shutil.rmtree(dst)
@@ -138,6 +167,10 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
                 dst.unlink()
             if src.exists():
                 os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, str(run)) from None
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return run
@@ -160,8 +193,9 @@ class RunFolder:
     @classmethod
     def open(cls, path: str | os.PathLike) -> "RunFolder":
         p = Path(path)
-        if not (p / "model" / "pipeline.json").exists() or not (p / "clusters.csv").exists():
-            raise DataError(f"--run {p}: not a finished anomaly-cluster run (no model/pipeline.json or clusters.csv)")
+        missing = [f for f in ("clusters.csv", "summary.json", "config.yaml", "model/pipeline.json") if not (p / f).is_file()]
+        if missing:
+            raise DataError(f"--run {p}: not a finished anomaly-cluster run (no {', '.join(missing)})")
         return cls(p)
 
     @property
@@ -184,7 +218,10 @@ class RunFolder:
         path = self.path / "model" / f"{kind}.pkl"
         if not path.exists():
             raise StoreError(f"--run {self.path}: missing fitted {kind} ({path})")
-        return load_object(path)
+        try:
+            return load_object(path)
+        except StoreError as exc:
+            raise StoreError(f"--run {self.path}: the run's model is damaged ({exc}); fit the run again") from None
 
 
 def write_predictions(out_dir: str | os.PathLike, images: ImageSet, maps: AnomalyMaps, regions: Regions, clustering: Clustering, save_pngs: bool = True) -> Path:
@@ -194,7 +231,7 @@ def write_predictions(out_dir: str | os.PathLike, images: ImageSet, maps: Anomal
     stage = out / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         stage.mkdir()
-        _write_table(stage / "predictions.csv", images, maps, regions, clustering)
+        _write_table(stage / "predictions.csv", images, maps, regions, clustering, save_pngs)
         _write_maps(stage, images, maps, regions, save_pngs)
         for name in ("predictions.csv", "maps", "masks"):
             dst = out / name

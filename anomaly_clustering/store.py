@@ -203,8 +203,8 @@ def load_object(path: str | os.PathLike) -> Any:
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as exc:
-        raise StoreError(f"{path}: cannot load fitted component ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise almost anything (ValueError, KeyError, …)
+        raise StoreError(f"{path}: cannot load fitted component ({exc.__class__.__name__}: {str(exc)[:160]})") from None
 
 
 class StageCache:
