@@ -84,25 +84,32 @@ def discover_images(root: str | os.PathLike, include: Sequence[str] = (), exclud
     """Image files under ``root`` (recursive, sorted), as paths relative to ``root``. ``include``/``exclude`` are
     glob patterns matched against those relative paths (POSIX separators), or against any trailing part of them
     (``good/*`` also matches ``test/good/001.png``)."""
+    return _walk(root, include, exclude)[0]
+
+
+def _walk(root: str | os.PathLike, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(image files, entries with an image name that are not regular files: FIFOs, devices, broken or looping links)."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"--data {root}: no such folder")
     if root.is_file():
         raise DataError(f"--data {root}: expected a folder of images, got a file")
     names: list[str] = []
+    irregular: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_FOLDERS and not d.startswith("."))
         for f in filenames:
             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                if not _is_regular_file(Path(dirpath, f)):  # a FIFO, socket, device or broken link is no image
-                    continue
                 rel = Path(dirpath, f).relative_to(root).as_posix()
                 if include and not any(_matches(rel, p) for p in include):
                     continue
                 if exclude and any(_matches(rel, p) for p in exclude):
                     continue
+                if not _is_regular_file(Path(dirpath, f)):  # a FIFO, socket, device or broken link is no image
+                    irregular.append(rel)
+                    continue
                 names.append(rel)
-    return sorted(names)
+    return sorted(names), sorted(irregular)
 
 
 def _is_regular_file(path: Path) -> bool:
@@ -196,7 +203,14 @@ def load_image_set(
     Digests hash the decoded pixels, so the same picture saved twice (another compression, another format) is
     recognised: one warning names such duplicates. Raises DataError for an empty or missing folder."""
     root = Path(root).resolve()
-    names = discover_images(root, include, exclude)
+    names, irregular = _walk(root, include, exclude)
+    if irregular:
+        warnings.warn(
+            f"skipped {len(irregular)} entr{'y' if len(irregular) == 1 else 'ies'} in {root} with an image name that "
+            f"{'is' if len(irregular) == 1 else 'are'} not a regular file (FIFO, device, broken or looping link): "
+            f"{', '.join(irregular[:10])}{' …' if len(irregular) > 10 else ''}",
+            stacklevel=2,
+        )
     if not names:
         raise DataError(f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
     good, digests, bad = [], [], []
@@ -226,7 +240,7 @@ def load_image_set(
         raise DataError(f"--data {root}: {len(good)} readable image(s), at least {min_images} needed")
     images = ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
     groups = duplicate_groups(images)
-    if groups:
+    if groups and len(groups[0]) < len(good):  # all identical: the pipeline refuses the set with its own message
         shown = "; ".join(" = ".join(good[i] for i in g[:4]) + (" …" if len(g) > 4 else "") for g in groups[:5])
         warnings.warn(
             f"{sum(len(g) for g in groups)} images in {root} are pixel-identical copies in {len(groups)} group(s) "

@@ -225,7 +225,7 @@ FIT_CONSTRAINTS: dict[str, list[Any]] = {
 #: Options of any stage plugin that get the same checks as the shared setting of that name.
 STAGE_CONSTRAINTS: dict[str, list[Any]] = {
     "input_size": [NONE, INPUT_SIZE],
-    "backbone": [NONE, Check(_backbone, "a backbone name")],
+    "backbone": [NONE, Check(_backbone, "a backbone name"), StrOptions(["auto"])],  # patchcore: "auto"
     "backbone_weights": [NONE, Check(_weights, "a weights file or folder")],
 }
 
@@ -277,7 +277,7 @@ def check_finished_run(path: Any, option: str = "--run") -> None:
     """Raise ValidationError unless ``path`` is a run folder that ``fit`` finished writing."""
     p = Path(str(path))
     if not p.is_dir():
-        raise ValidationError(f"{option} {p}: no such run folder")
+        raise ValidationError(f"{option} {p}: not a finished anomaly-cluster run (no such folder)")
     missing = [f for f in RUN_FILES if not (p / f).is_file()]
     if missing:
         raise ValidationError(f"{option} {p}: not a finished anomaly-cluster run (no {', '.join(missing)}); run fit again")

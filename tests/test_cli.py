@@ -36,7 +36,7 @@ def test_fit_writes_a_complete_run_folder(fitted_run, example_data):
         assert (run / name).exists(), name
     with open(run / "clusters.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["image", "cluster", "anomaly_score", "threshold", "n_regions", "regions"]
+    assert list(rows[0]) == ["image", "cluster", "anomaly_score", "threshold", "n_regions", "regions", "map_file", "mask_file"]
     names = sorted(p.relative_to(example_data).as_posix() for p in example_data.rglob("*.png"))
     assert sorted(r["image"] for r in rows) == names
     assert {int(r["cluster"]) for r in rows} == {0, 1, 2, 3}
