@@ -433,7 +433,16 @@ HANDLERS = {"list": cmd_list, "fit": cmd_fit, "predict": cmd_predict, "evaluate"
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    _close_progress_bars()
     print(f"warning: {message}", file=sys.stderr)
+
+
+def _close_progress_bars() -> None:
+    """Clear any progress bar an error interrupted, so the message starts its own line."""
+    tqdm = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        with contextlib.suppress(Exception):
+            bar.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -459,9 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return HANDLERS[command](rest) or 0
     except user_errors as exc:
+        _close_progress_bars()
         print(f"anomaly-cluster {command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
+        _close_progress_bars()
         if getattr(exc, "errno", None) == 28:  # ENOSPC
             where = f" writing {exc.filename}" if exc.filename else ""
             print(f"anomaly-cluster {command}: error: disk full{where}; free space and rerun: completed stages are kept", file=sys.stderr)

@@ -67,12 +67,18 @@ def max_image_pixels() -> int:
 def _open(path: str | os.PathLike) -> Image.Image:
     """``Image.open`` under the pixel limit (PIL's own bomb check follows it); refuses larger images before decoding."""
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # PIL raises DecompressionBombError at 2× this; we refuse at 1× below
-    im = Image.open(path)
+    Image.MAX_IMAGE_PIXELS = limit  # PIL refuses at 2× its limit (and warns above 1×); we refuse above 1×
+    fix = f"over the limit of {limit} pixels (a decompression bomb?); raise it with ${MAX_PIXELS_ENV}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image {fix}") from None
     w, h = im.size
     if w * h > limit:
         im.close()
-        raise DataError(f"{path}: {w}×{h} pixels is over the limit of {limit} (a decompression bomb?); raise it with ${MAX_PIXELS_ENV}")
+        raise DataError(f"{path}: {w}×{h} pixels is {fix}")
     return im
 
 
@@ -241,7 +247,7 @@ def load_image_set(
     images = ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
     groups = duplicate_groups(images)
     if groups and len(groups[0]) < len(good):  # all identical: the pipeline refuses the set with its own message
-        shown = "; ".join(" = ".join(good[i] for i in g[:4]) + (" …" if len(g) > 4 else "") for g in groups[:5])
+        shown = "; ".join(" = ".join(good[i] for i in g[:8]) + (" …" if len(g) > 8 else "") for g in groups[:5])
         warnings.warn(
             f"{sum(len(g) for g in groups)} images in {root} are pixel-identical copies in {len(groups)} group(s) "
             f"(each group gets one cluster): {shown}{' …' if len(groups) > 5 else ''}",
