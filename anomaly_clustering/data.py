@@ -10,6 +10,7 @@ import csv
 import fnmatch
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,6 @@ def _walk(root: str | os.PathLike, include: Sequence[str] = (), exclude: Sequenc
 
 def _is_regular_file(path: Path) -> bool:
     """True for a regular file (or a link to one); never opens it, so a FIFO cannot block."""
-    import stat
-
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:  # broken link, link loop, permission
@@ -137,7 +136,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with _open(path) as im:
             im.load()
-            return _to_rgb8(ImageOps.exif_transpose(im))
+            return _to_rgb8(_upright(im))
     except READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 
@@ -173,6 +172,14 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     with _open(path) as im:
         w, h = im.size
         return (w, h) if _orientation(im) in (5, 6, 7, 8) else (h, w)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as viewers show it (EXIF orientation applied); a damaged EXIF block leaves it as stored."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - Pillow raises several kinds on broken EXIF data
+        return im
 
 
 def _orientation(im: Image.Image) -> int:
@@ -229,7 +236,7 @@ def load_image_set(
                 im.load()
                 if im.size[0] < 2 or im.size[1] < 2:
                     raise DataError(f"{path}: image is {im.size[0]}×{im.size[1]} pixels, too small")
-                digest = _pixel_digest(_to_rgb8(ImageOps.exif_transpose(im)))
+                digest = _pixel_digest(_to_rgb8(_upright(im)))
         except (*READ_ERRORS, DataError) as exc:
             if strict:
                 raise DataError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc}); --strict is set") from None

@@ -16,7 +16,8 @@ from typing import Callable
 
 from badfolders import good_images
 
-FIT = ["--localizer", "fca-vae", "--localizer.vae_iterations", "150", "--input_size", "64", "--n_clusters", "3", "--quiet", "true"]
+FIT = ["--localizer", "fca-vae", "--localizer.vae_iterations", "15", "--localizer.vae_batch_pixels", "128", "--localizer.latent", "16",
+       "--input_size", "64", "--n_clusters", "3", "--quiet", "true"]
 OUTPUTS = ("clusters.csv", "maps", "masks", "records", "model", "config.yaml")
 
 
@@ -80,6 +81,7 @@ def test_fit_killed_at_four_points_resumes_to_the_uninterrupted_labels(tmp_path)
         if was_killed:
             killed.append(name)
         assert_never_taken_for_finished(run)
+    print(f"fit killed at {len(killed)} of {len(points)} points: {', '.join(killed)}")
     assert len(killed) >= 3, f"only killed at {killed}"
     assert run_until(fit_command(data, run), lambda: False) == (False, 0)
     assert labels(run) == want, killed
