@@ -72,9 +72,10 @@ def distinct_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
     """(keep, inverse): the index of the first image of each distinct pixel content (set order), and for every
     image the position of its content in ``keep``, so ``keep[inverse]`` points each image at its representative."""
     first: dict[str, int] = {}
-    inverse = np.array([first.setdefault(d, len(first)) for d in images.digests], np.int64)
-    keep = np.array([images.digests.index(d) for d in first], np.int64)
-    return keep, inverse
+    for i, d in enumerate(images.digests):
+        first.setdefault(d, i)
+    slot = {d: j for j, d in enumerate(first)}
+    return np.fromiter(first.values(), np.int64, len(first)), np.array([slot[d] for d in images.digests], np.int64)
 
 
 def _take_embeddings(emb: Embeddings, keep: np.ndarray) -> Embeddings:

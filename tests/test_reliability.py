@@ -345,12 +345,14 @@ def test_case10_report_and_predict_on_unfinished_run(flat_run, tmp_path, capsys)
 
 
 # ----------------------------------------------------------------------------------------------------- case 11
-@pytest.mark.parametrize("damage", ["flip", "zeros", "truncate", "garbage"])
+@pytest.mark.parametrize("damage", ["protocol", "flip", "zeros", "truncate", "garbage"])
 def test_case11_damaged_model_is_one_line(flat_run, tmp_path, capsys, damage):
     run = copy_run(flat_run, tmp_path / "run")
     pkl = run / "model" / "clusterer.pkl"
     data = bytearray(pkl.read_bytes())
-    if damage == "flip":  # the ValueError: a damaged opcode argument
+    if damage == "protocol":  # the ValueError (unsupported pickle protocol): one damaged byte
+        data[1] = 0x09
+    elif damage == "flip":
         data[2:40] = b"\xff" * 38
     elif damage == "zeros":
         data[len(data) // 3 :] = b"\0" * (len(data) - len(data) // 3)
