@@ -12,6 +12,7 @@ from anomaly_clustering.features_ops import scale_per_instance, weighted_descrip
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.validation import check_is_fitted
 
 
 class QuantileHeuristic(Binarizer):
@@ -67,6 +68,7 @@ class QuantileHeuristic(Binarizer):
         return self
 
     def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        check_is_fitted(self, "threshold_")
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
         info = {"method": "quantile-heuristic", "good_share": self.good_share_, "threshold": self.threshold_, "kmeans_k": len(self.cluster_mean_scores_)}

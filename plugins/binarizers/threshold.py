@@ -7,6 +7,7 @@ import numpy as np
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.validation import check_is_fitted
 
 
 class FixedThreshold(Binarizer):
@@ -26,6 +27,7 @@ class FixedThreshold(Binarizer):
         return self
 
     def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        check_is_fitted(self, "threshold_")
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
         return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, {"method": "fixed"})
@@ -46,6 +48,7 @@ class OtsuThreshold(Binarizer):
         return self
 
     def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        check_is_fitted(self, "threshold_")
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
         return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, {"method": "otsu"})

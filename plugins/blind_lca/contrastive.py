@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from anomaly_clustering.features_ops import weighted_descriptor
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 from anomaly_clustering.store import ShardedArrayWriter
+from anomaly_clustering.validation import check_is_fitted
 
 from .descriptor import feature_batches, maps_on_grid, masks_on_grid, normalize_maps
 
@@ -319,16 +321,14 @@ class ContrastiveHead(Representation):
         return self
 
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
-        if not hasattr(self, "head_"):
-            raise RuntimeError("ContrastiveHead.transform before fit: the head has not been trained")
+        check_is_fitted(self, "head_")
         feats = self._features(images)
         weights = normalize_maps(maps.maps, self.normalize_maps)
         dev = runtime.device()
-        head = self.head_.to(dev)
+        head = copy.deepcopy(self.head_).to(dev)  # a copy on the device: transform leaves the fitted head as it is
         out = np.empty((len(images), feats.shape[1]), np.float32)
         with torch.no_grad():
             for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: embed"):
                 z = head.forward_map(f.to(dev)).cpu()
                 out[idx] = weighted_descriptor(z, maps_on_grid(weights[idx], f.shape[-2:]), self.tau, self.blur_sigma).numpy()
-        self.head_ = head.cpu()
         return Embeddings.per_image(out, {"backbone": self.backbone, "tau": self.tau, "final_loss": self.loss_history_[-1] if self.loss_history_ else None})

@@ -14,6 +14,7 @@ from sklearn.mixture import GaussianMixture
 from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
+from anomaly_clustering.validation import check_is_fitted
 
 
 def _check(x: np.ndarray, k: int) -> None:
@@ -28,6 +29,7 @@ class _CentroidPredict(Clusterer):
         self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "centroids_")
         labels = nearest_centroid(embeddings.image_vectors(), self.centroids_)
         return Clustering(labels, self.n_clusters, info={"assigned_by": "nearest centroid"})
 
@@ -188,6 +190,7 @@ class KMeansClusterer(Clusterer):
         return Clustering(labels.astype(np.int64), self.n_clusters, info={"backend": self.backend_})
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "cluster_centers_")
         return Clustering(nearest_centroid(embeddings.image_vectors(), self.cluster_centers_), self.n_clusters)
 
 
@@ -208,6 +211,7 @@ class GMMClusterer(Clusterer):
         return Clustering(self.model_.predict(x), self.n_clusters, probabilities=self.model_.predict_proba(x))
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "model_")
         x = embeddings.image_vectors().astype(np.float64)
         return Clustering(self.model_.predict(x), self.n_clusters, probabilities=self.model_.predict_proba(x))
 
