@@ -1,4 +1,4 @@
-"""Main Element Binarization (AnomalyNCD §III-B, with the authors' code's details from anomalyncd-notes.md).
+"""Main Element Binarization (AnomalyNCD §III-B, with details from the authors' public reference code).
 
 Per set: the search range is [smallest per-image maximum, largest per-image maximum]; each map is normalised to
 0–255 on it. Per image, all ~64 thresholds (255, 251, …, 3) are processed at once: binarise (> t), erode with a
