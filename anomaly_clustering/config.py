@@ -169,12 +169,17 @@ def resolve_config(
 
 
 def check_plugins(config: PipelineConfig) -> None:
-    """Instantiate every stage once, so that an unknown plugin or option fails before any work."""
+    """Instantiate every stage once and check its ``parameter_constraints``, so that an unknown plugin, an unknown
+    option or an invalid value fails before any work."""
     from . import registry
+    from .validation import validate_params
 
     for stage in STAGES:
         spec = config.spec(stage)
-        registry.create(stage, spec.name, **merge_stage_options(stage, spec.name, spec.options, config.shared, config.n_clusters))
+        try:
+            validate_params(registry.create(stage, spec.name, **merge_stage_options(stage, spec.name, spec.options, config.shared, config.n_clusters)))
+        except ValueError as exc:
+            raise ConfigError(f"--{stage} {spec.name}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -91,3 +91,22 @@ def test_fit_accepts_an_image_set(example_data) -> None:
 
     images = load_image_set(str(example_data))
     assert _fast_model().fit(images).labels.tolist() == _fast_model().fit(os.fspath(example_data)).labels.tolist()
+
+
+def test_invalid_option_value_fails_before_work(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="normalize_maps"):
+        AnomalyClustering(localizer="color-stats", representation__normalize_maps="bogus").fit(tmp_path / "no-such-folder")
+    with pytest.raises(ConfigError, match="linkage"):
+        AnomalyClustering(localizer="color-stats", clusterer={"name": "agglomerative", "linkage": "median"}).fit(tmp_path / "none")
+
+
+def test_not_fitted_is_sklearns_error() -> None:
+    from sklearn.exceptions import NotFittedError
+
+    from anomaly_clustering import registry
+    from anomaly_clustering.testing import example_embeddings
+
+    emb, _ = example_embeddings()
+    for name in ("ward", "kmeans", "gmm"):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            registry.create("clusterer", name, n_clusters=3).predict(emb)

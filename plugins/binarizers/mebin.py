@@ -14,11 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from typing import ClassVar
 
 from anomaly_clustering import runtime
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.validation import Interval, validate_params
 
 #: Connects 8-neighbours inside one threshold plane of a T×H×W stack, never across planes.
 PLANE_EIGHT_CONNECTED = np.zeros((3, 3, 3), bool)
@@ -88,6 +90,12 @@ class MEBin(Binarizer):
     image go into ``Regions.info["counts"]``.
     """
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "step": [Interval(1, 255, "both", integer=True)], "min_interval": [Interval(1, None, "left", integer=True)],
+        "erosion_size": [None, Interval(1, None, "left", integer=True)],
+        "min_area": [Interval(1, None, "left", integer=True)], "batch_size": [Interval(1, None, "left", integer=True)],
+    }
+
     def __init__(self, step: int = 4, min_interval: int = 4, erosion_size: int | None = None, min_area: int = 1, batch_size: int = 16):
         self.step = step
         self.min_interval = min_interval
@@ -96,6 +104,7 @@ class MEBin(Binarizer):
         self.batch_size = batch_size
 
     def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> "MEBin":
+        validate_params(self)
         peaks = np.asarray(maps.maps, np.float32).reshape(len(maps), -1).max(1)
         self.min_threshold_, self.max_threshold_ = float(peaks.min()), float(peaks.max())
         return self

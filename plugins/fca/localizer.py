@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from anomaly_clustering.data import image_size
 from anomaly_clustering.features_ops import scale_per_instance
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
-from anomaly_clustering.validation import check_is_fitted
+from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
 from .torch_model import FCAParams, FeatureVAE, VAELoss, fca_map
 
@@ -159,6 +159,14 @@ class FCAVAELocalizer(FCALocalizer):
     as the input/hidden width and a ``latent``-wide bottleneck.
     """
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "patch_size": [Interval(1, None, "left", integer=True)], "latent": [Interval(1, None, "left", integer=True)],
+        "vae_iterations": [Interval(0, None, "left", integer=True)],
+        "vae_batch_pixels": [Interval(1, None, "left", integer=True)],
+        "pool_pixels": [Interval(1, None, "left", integer=True)], "lr": [Interval(0, None)],
+        "weight_decay": [Interval(0, None, "left")], "kl_weight": [Interval(0, None, "left")],
+    }
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
@@ -203,6 +211,7 @@ class FCAVAELocalizer(FCALocalizer):
         return pool
 
     def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCAVAELocalizer":
+        validate_params(self)
         start = time.perf_counter()
         feats = extract_features(images, self._spec())
         t_feat = time.perf_counter() - start
