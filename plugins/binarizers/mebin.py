@@ -10,11 +10,12 @@ count is the image's estimated number of anomalies. No such run → the image is
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from typing import ClassVar
 
 from anomaly_clustering import runtime
 from anomaly_clustering.interfaces import Binarizer

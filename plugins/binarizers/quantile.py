@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
-from typing import ClassVar
 
 from anomaly_clustering import runtime
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, extract_features

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from typing import ClassVar
+
+import numpy as np
 
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions

@@ -7,10 +7,11 @@ variance criterion favours.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
 from sklearn.mixture import GaussianMixture
-from typing import ClassVar
 
 from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
