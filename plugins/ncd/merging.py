@@ -7,7 +7,6 @@ import numpy as np
 from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
-from anomaly_clustering.validation import check_is_fitted
 
 
 def merge_regions(probabilities: np.ndarray, image_index: np.ndarray, sqrt_areas: np.ndarray, n_images: int, temperature: float) -> np.ndarray:
@@ -73,7 +72,6 @@ class RegionMerge(Clusterer):
         return Clustering(labels.astype(np.int64), k, probabilities=probs.astype(np.float32), info=info)
 
     def predict(self, embeddings: Embeddings) -> Clustering:
-        check_is_fitted(self, "fallback_centroids_")
         probs = self._merged(embeddings)
         centroids = getattr(self, "fallback_centroids_", None)
         if centroids is not None:
