@@ -1,9 +1,9 @@
 """``anomaly-cluster``: list | fit | predict | evaluate | report | benchmark (jsonargparse, YAML configs).
 
-Plugin options reach the command line from each plugin's ``__init__`` signature: after ``--localizer fca`` the
-options ``--localizer.<name>`` exist, with the plugin's defaults, types and docstring. The parser is therefore
-built in two passes: the first finds which plugins were chosen (on the command line or in ``--config`` files), the
-second adds their options.
+A thin layer: the parser of ``fit`` and the merge of preset, plugin options and shared settings live in
+:mod:`anomaly_clustering.config` (one rule for CLI, API and benchmark); predicting with a finished run is
+:func:`anomaly_clustering.api.load_run`. Plugin options reach the command line from each plugin's ``__init__``
+signature: after ``--localizer fca`` the options ``--localizer.<name>`` exist, with the plugin's defaults.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
+from . import config
+from .config import STAGES, check_plugins
+from .config import ConfigError as CLIError
+from .config import one_line as _one_line
+# the config plumbing under its former names in this module (benchmarking.py uses them)
+from .config import config_from_namespace as _pipeline_config
+from .config import parse_args as _parse
+from .config import prescan as _prescan
 
-__all__ = ["main", "build_fit_parser"]
+__all__ = ["main", "build_fit_parser", "CLIError"]
 
 COMMANDS = {
     "list": "show the installed plugins (localizers, binarizers, representations, clusterers, classifiers)",
@@ -29,229 +36,17 @@ COMMANDS = {
     "benchmark": "run localizers × classifiers on labelled sets and print one table",
     "example": "write a small generated example set (MVTec layout, three defect kinds) to a folder",
 }
-STAGES = ("localizer", "binarizer", "representation", "clusterer")
-DEFAULT_LOCALIZER = "fca-vae"
-FALLBACK_LOCALIZER = "color-stats"
-DEFAULT_CLASSIFIER = "anomaly-context"
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
+def build_fit_parser(chosen: dict[str, Any], command: str = "fit") -> Any:
+    """The jsonargparse parser of ``fit`` for the chosen plugins (their options included)."""
+    return config.build_fit_parser(chosen, command, COMMANDS[command])
 
 
-# ----------------------------------------------------------------------------------------------------- helpers
 def _usage() -> str:
     lines = ["usage: anomaly-cluster COMMAND [options]   (anomaly-cluster COMMAND --help for its options)", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def _load_yaml(value: str) -> dict[str, Any]:
-    """A --config value: a YAML file path (or a YAML/JSON string, as jsonargparse accepts)."""
-    p = Path(value)
-    try:
-        if p.exists():
-            data = yaml.safe_load(p.read_text())
-        elif value.lstrip().startswith("{") or ":" in value:
-            data = yaml.safe_load(value)
-        else:
-            raise CLIError(f"--config {value}: no such file")
-    except yaml.YAMLError as exc:
-        raise CLIError(f"--config {value}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CLIError(f"--config {value}: expected a mapping of options at the top level")
-    return data
-
-
-def _find_config(name: str) -> str:
-    """A --config value that names a bundled config (``blind-lca`` or ``blind-lca.yaml``) resolves to its file."""
-    if Path(name).exists():
-        return name
-    from importlib import resources
-
-    for cand in (name, f"{name}.yaml"):
-        try:
-            res = resources.files("anomaly_clustering.configs") / Path(cand).name
-            if res.is_file() and (cand == Path(cand).name or cand.startswith("configs/")):
-                return str(res)
-        except (ModuleNotFoundError, FileNotFoundError):
-            break
-    return name
-
-
-def _normalise_config(data: dict[str, Any]) -> dict[str, Any]:
-    out = dict(data)
-    for stage in STAGES:
-        if isinstance(out.get(stage), str):
-            out[stage] = {"name": out[stage]}
-    return out
-
-
-def _prescan(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """Rewrite ``--<stage> NAME`` to ``--<stage>.name NAME`` and inline normalised configs; return the new argv
-    and the merged view of chosen names (classifier and stages)."""
-    chosen: dict[str, Any] = {}
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        key, eq, val = arg.partition("=")
-        if key in ("--config", "-c"):
-            value = val if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-            if value is None:
-                raise CLIError("--config needs a file")
-            value = _find_config(value)
-            data = _normalise_config(_load_yaml(value))
-            for k in ("classifier", *STAGES):
-                if k in data:
-                    chosen[k] = data[k]["name"] if isinstance(data[k], dict) and k in STAGES else data[k]
-            out += ["--config", yaml.safe_dump(data, sort_keys=False)]
-            i += 1 if eq else 2
-            continue
-        bare = key[2:] if key.startswith("--") else ""
-        if bare.endswith(".name") and bare[:-5] in STAGES:  # --clusterer.name kmeans is --clusterer kmeans
-            bare = bare[:-5]
-        if bare in STAGES or bare == "classifier":
-            value = val if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None)
-            if value is None:
-                raise CLIError(f"--{bare} needs a plugin name (see anomaly-cluster list)")
-            chosen[bare] = value
-            out += [f"--{bare}.name" if bare in STAGES else "--classifier", value]
-            i += 1 if eq else 2
-            continue
-        out.append(arg)
-        i += 1
-    return out, chosen
-
-
-def _default_localizer() -> str:
-    from . import registry
-
-    info = registry.discover()["localizer"].get(DEFAULT_LOCALIZER)
-    return DEFAULT_LOCALIZER if info is not None and info.ok else FALLBACK_LOCALIZER
-
-
-def _resolve_parts(chosen: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Stage name + preset option defaults per stage, from --classifier and the explicit stage choices."""
-    from . import registry
-
-    classifier = chosen.get("classifier") or DEFAULT_CLASSIFIER
-    preset = registry.get_plugin("classifier", classifier)
-    parts = preset.parts()
-    parts["localizer"] = {"name": _default_localizer()}
-    for stage in STAGES:
-        if stage in chosen and chosen[stage] and chosen[stage] != parts[stage]["name"]:
-            parts[stage] = {"name": chosen[stage]}
-    return classifier, parts
-
-
-def build_fit_parser(chosen: dict[str, Any], command: str = "fit"):
-    """The jsonargparse parser of ``fit`` for the chosen plugins (their options included)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from . import registry
-
-    classifier, parts = _resolve_parts(chosen)
-    p = ArgumentParser(prog=f"anomaly-cluster {command}", description=COMMANDS[command], exit_on_error=False, default_env=False)
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file (or a bundled one: blind-lca, ncd, …)")
-    p.add_argument("--data", type=str, required=command == "fit", help="folder of images (searched recursively)")
-    p.add_argument("--include", nargs="+", type=str, default=[], help="glob patterns of image paths to keep (relative to --data)")
-    p.add_argument("--exclude", nargs="+", type=str, default=[], help="glob patterns of image paths to leave out")
-    p.add_argument("--normal_dir", "--normal-dir", type=str | None, default=None, help="optional folder of defect-free reference images")
-    p.add_argument("--run", type=str, default="runs/latest", help="run folder to write")
-    p.add_argument("--classifier", type=str, default=classifier, help="preset of binarizer + representation + clusterer")
-    p.add_argument("--n_clusters", "--n-clusters", type=int | str, default="auto", help="number of clusters, or 'auto'")
-    p.add_argument("--k_min", type=int, default=2, help="smallest K tried when n_clusters is auto")
-    p.add_argument("--k_max", type=int, default=10, help="largest K tried when n_clusters is auto")
-    p.add_argument("--k_method", type=str, default="silhouette", help="'silhouette' or 'eigengap'")
-    p.add_argument("--backbone", type=str | None, default=None, help="backbone for every stage that takes one (timm/torchvision name)")
-    p.add_argument("--backbone_weights", type=str | None, default=None, help="local weights file or folder for that backbone")
-    p.add_argument("--input_size", type=int | None, default=None, help="image side in pixels for every stage that takes one")
-    p.add_argument("--seed", type=int | None, default=None, help="random seed for every stage (default: each plugin's own seed; global RNGs 0)")
-    p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
-    p.add_argument("--cache_dir", type=str | None, default=None, help="stage cache folder (default: <run>/cache)")
-    p.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator for a multi-process run: auto, cpu, gpu")
-    p.add_argument("--devices", type=int | str, default=1, help="processes (devices) per node, Lightning-style: 2, 'auto', '0,1'")
-    p.add_argument("--num_nodes", "--num-nodes", type=int, default=1, help="nodes of a multi-node run (torchrun / SLURM)")
-    p.add_argument("--strategy", type=str, default="auto", help="Lightning strategy of a multi-process run, e.g. ddp")
-    p.add_argument("--strict", type=bool, nargs="?", const=True, default=False, help="an unreadable image is an error instead of a warning")
-    p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True, help="write heat-map and mask PNGs at each image's size")
-    p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False, help="no progress bars or stage log")
-    for stage in STAGES:
-        name = parts[stage]["name"]
-        cls = registry.get_plugin(stage, name)
-        p.add_argument(f"--{stage}.name", type=str, default=name, help=f"{stage} plugin (see anomaly-cluster list)")
-        p.add_class_arguments(cls, nested_key=stage, skip={"n_clusters"}, fail_untyped=False, sub_configs=True)
-        defaults = {f"{stage}.{k}": v for k, v in parts[stage].items() if k != "name"}
-        if defaults:
-            p.set_defaults(defaults)
-    return p
-
-
-def _namespace_to_spec(cfg: Any, stage: str) -> tuple[str, dict[str, Any]]:
-    d = cfg[stage].as_dict() if hasattr(cfg[stage], "as_dict") else dict(cfg[stage])
-    name = d.pop("name")
-    return name, d
-
-
-def _plugin_defaults(stage: str, name: str) -> dict[str, Any]:
-    import inspect
-
-    from . import registry
-
-    cls = registry.get_plugin(stage, name)
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
-
-
-def _parse(parser, argv: list[str]):
-    from jsonargparse import ArgumentError
-
-    try:
-        return parser.parse_args(argv)
-    except ArgumentError as exc:
-        raise CLIError(_one_line(str(exc))) from None
-    except SystemExit as exc:
-        if exc.code:
-            raise CLIError("invalid arguments") from None
-        raise
-
-
-def _one_line(msg: str) -> str:
-    lines = [l.strip() for l in str(msg).splitlines() if l.strip()]
-    if not lines:
-        return "invalid arguments"
-    first = lines[0]
-    for extra in lines[1:3]:
-        if len(first) < 160 and not extra.startswith("-"):
-            first += " " + extra
-    return first
-
-
-def _pipeline_config(cfg: Any):
-    from .pipeline import PipelineConfig, StageSpec
-
-    specs = {}
-    shared = {"backbone": cfg.backbone, "backbone_weights": cfg.backbone_weights, "input_size": cfg.input_size, "seed": cfg.seed}
-    for stage in STAGES:
-        name, opts = _namespace_to_spec(cfg, stage)
-        defaults = _plugin_defaults(stage, name)
-        for key, value in shared.items():  # a shared setting fills a stage option the user left at its default
-            if value is not None and key in opts and opts[key] == defaults.get(key):
-                opts[key] = value
-        specs[stage] = StageSpec(name, opts)
-    n_clusters = cfg.n_clusters
-    if isinstance(n_clusters, str) and n_clusters != "auto":
-        try:
-            n_clusters = int(n_clusters)
-        except ValueError:
-            raise CLIError(f"--n_clusters {n_clusters}: give a positive integer or 'auto'") from None
-    return PipelineConfig(
-        specs["localizer"], specs["binarizer"], specs["representation"], specs["clusterer"],
-        n_clusters=n_clusters, k_min=cfg.k_min, k_max=cfg.k_max, k_method=cfg.k_method, seed=cfg.seed if cfg.seed is not None else 0,
-        shared={k: v for k, v in shared.items() if v is not None},
-    )
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -292,13 +87,10 @@ def cmd_fit(argv: list[str]) -> int:
     parser = build_fit_parser(chosen)
     cfg = _parse(parser, argv)
     pconf = _pipeline_config(cfg)
-    from . import registry, validation
+    from . import command_checks
 
-    validation.validate_fit(cfg, pconf)  # every option checked before any work
-
-    for stage in STAGES:  # fail on bad plugin options before any work
-        spec = pconf.spec(stage)
-        registry.create(stage, spec.name, **spec.options)
+    command_checks.validate_fit(cfg, pconf)  # every option checked before any work
+    check_plugins(pconf)  # fail on bad plugin options before any work
     dist = DistributedConfig(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.strategy)
     device = cfg.device
     if not dist.is_multi_process and cfg.accelerator not in ("auto", None) and device == "auto":
@@ -307,7 +99,7 @@ def cmd_fit(argv: list[str]) -> int:
     main = fabric is None or fabric.global_rank == 0
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
     normal = load_image_set(cfg.normal_dir, strict=cfg.strict) if cfg.normal_dir else None
-    validation.validate_fit_images(images, pconf.n_clusters)
+    command_checks.validate_fit_images(images, pconf.n_clusters)
     run = Path(cfg.run)
     t0 = time.perf_counter()
     with runtime.settings(fabric=fabric), (RunLock(run) if main else contextlib.nullcontext()):
@@ -333,9 +125,9 @@ def cmd_fit(argv: list[str]) -> int:
 def cmd_predict(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
-    from . import runtime
+    from .api import load_run
     from .data import load_image_set
-    from .runs import RunFolder, write_predictions
+    from .runs import write_predictions
 
     p = ArgumentParser(prog="anomaly-cluster predict", description=COMMANDS["predict"], exit_on_error=False)
     p.add_argument("--run", type=str, required=True, help="a finished run folder")
@@ -348,24 +140,15 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True)
     p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False)
     cfg = _parse(p, argv)
-    from .validation import validate_predict
+    from .command_checks import validate_predict
 
     validate_predict(cfg)
-    run = RunFolder.open(cfg.run)
+    fitted = load_run(cfg.run)
+    fitted.check_can_predict()  # before reading any image
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
-    conf = run.config
-    cache = conf.get("cache_dir") or str(run.path / "cache")
-    comps = {k: run.component(k) for k in STAGES}
-    if not getattr(comps["clusterer"], "supports_predict", True):
-        raise CLIError(f"--run {cfg.run}: clusterer {conf['clusterer']['name']!r} cannot assign new images")
-    if not getattr(comps["representation"], "supports_new_images", True):
-        raise CLIError(f"--run {cfg.run}: representation {conf['representation']['name']!r} cannot embed new images; fit again with them included")
-    with runtime.settings(device=cfg.device, quiet=cfg.quiet, cache_dir=cache, seed=conf.get("seed") or 0):
-        maps = comps["localizer"].predict(images)
-        regions = comps["binarizer"].transform(maps, images)
-        emb = comps["representation"].transform(images, maps, regions)
-        clustering = comps["clusterer"].predict(emb)
-    out = write_predictions(cfg.output or run.path / "predictions", images, maps, regions, clustering, cfg.save_pngs)
+    pred = fitted.predict(images, device=cfg.device, quiet=cfg.quiet)
+    maps, regions, clustering = pred.anomaly_maps, pred.regions, pred.clustering
+    out = write_predictions(cfg.output or Path(cfg.run) / "predictions", images, maps, regions, clustering, cfg.save_pngs)
     counts = {int(k): int((clustering.labels == k).sum()) for k in sorted(set(clustering.labels.tolist()))}
     print(f"{len(images)} images assigned to clusters {counts}; written to {out / 'predictions.csv'}")
     return 0
@@ -381,7 +164,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--labels", type=str | None, default=None, help="CSV with columns image,label[,mask] (default: the MVTec layout of the run's images)")
     p.add_argument("--json", type=bool, nargs="?", const=True, default=False, help="print JSON instead of a table")
     cfg = _parse(p, argv)
-    from .validation import validate_evaluate
+    from .command_checks import validate_evaluate
 
     validate_evaluate(cfg)
     result = evaluate_run(cfg.run, cfg.labels)
@@ -398,7 +181,7 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--run", type=str, required=True, help="a finished run folder")
     p.add_argument("--labels", type=str | None, default=None, help="optional ground-truth CSV (default: MVTec layout if present)")
     cfg = _parse(p, argv)
-    from .validation import validate_report
+    from .command_checks import validate_report
 
     validate_report(cfg)
     page = write_report(cfg.run, cfg.labels)
@@ -460,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import PipelineError, RunLockedError
     from .registry import PluginError
     from .store import StoreError
-    from .validation import ValidationError
+    from .command_checks import ValidationError
 
     warnings.showwarning = _warning_line
     warnings.filterwarnings("ignore", module="lightning")

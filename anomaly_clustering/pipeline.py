@@ -8,41 +8,30 @@ meets its plugin only through the registry.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import hashlib
 import importlib
-import inspect
-import io
-import json
 import os
 import random
 import resource
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-import yaml
 
 from . import registry, runtime
-from .data import DataError, load_image_set
+from .config import STAGES, PipelineConfig, StageSpec, merge_stage_options
 from .interfaces import Binarizer, Clusterer, Localizer, Representation
 from .kselect import cluster_distinct, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
-from .store import StageCache, StoreError, atomic_write_text, load_object, load_record, save_object, save_record, stable_hash
+from .store import StageCache, load_object, load_record, save_object, save_record, stable_hash
 
-__all__ = ["StageSpec", "PipelineConfig", "FitResult", "Pipeline", "RunLock", "RunLockedError", "PipelineError"]
-
-STAGES = ("localizer", "binarizer", "representation", "clusterer")
-#: Options every stage with such a parameter inherits from the top-level settings unless given per stage.
-SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
+__all__ = ["StageSpec", "PipelineConfig", "FitResult", "Pipeline", "RunLock", "RunLockedError", "PipelineError", "STAGES"]
 
 
 class PipelineError(ValueError):
@@ -51,36 +40,6 @@ class PipelineError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another process is writing the same run folder."""
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """A plugin name and its options."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options}
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything that determines a run's result."""
-
-    localizer: StageSpec
-    binarizer: StageSpec
-    representation: StageSpec
-    clusterer: StageSpec
-    n_clusters: int | str = "auto"
-    k_min: int = 2
-    k_max: int = 10
-    k_method: str = "silhouette"
-    seed: int = 0
-    shared: dict[str, Any] = field(default_factory=dict)
-
-    def spec(self, stage: str) -> StageSpec:
-        return getattr(self, stage)
 
 
 @dataclass
@@ -147,18 +106,9 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------------------- components
     def stage_options(self, stage: str) -> dict[str, Any]:
-        """The stage's options with the shared top-level settings filled in where the plugin takes them."""
+        """The stage's options with the shared top-level settings filled in (:func:`config.merge_stage_options`)."""
         spec = self.config.spec(stage)
-        cls = registry.get_plugin(stage, spec.name)
-        params = inspect.signature(cls.__init__).parameters
-        opts = dict(spec.options)
-        for key in SHARED_OPTIONS:  # only settings the user gave; a plugin's own defaults (its seed too) stay otherwise
-            value = self.config.shared.get(key)
-            if key in params and key not in opts and value is not None:
-                opts[key] = value
-        if stage != "localizer" and "n_clusters" in params and isinstance(self.config.n_clusters, int):
-            opts.setdefault("n_clusters", self.config.n_clusters)
-        return opts
+        return merge_stage_options(stage, spec.name, spec.options, self.config.shared, self.config.n_clusters)
 
     def build(self, stage: str) -> Any:
         return registry.create(stage, self.config.spec(stage).name, **self.stage_options(stage))
@@ -214,7 +164,7 @@ class Pipeline:
         hits: dict[str, bool] = {}
         seconds: dict[str, float] = {}
         self._compute_seconds: dict[str, float] = {}
-        with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root), seed=cfg.seed):
+        with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root)):
             # 1. localize
             loc: Localizer = self.build("localizer")
             keys["localizer"] = self._key("localizer", loc, images.fingerprint(), normal_images.fingerprint() if normal_images else "")

@@ -1,5 +1,6 @@
-"""Run-time settings every stage shares: compute device, progress bars, cache folder, seed, and the Lightning Fabric
-of a multi-process run.
+"""Execution settings every stage shares: compute device, progress bars, cache folder, and the Lightning Fabric of a
+multi-process run — like scikit-learn's ``config_context``, none of them changes a result (a seed is a plugin
+parameter, so that it shows in ``get_params`` and in the cache key).
 
 The pipeline sets them for the duration of a run (``with runtime.settings(...)``); a plugin reads them with
 ``runtime.device()``, ``runtime.progress(...)``, ``runtime.cache_dir()``, so no stage needs extra arguments. When
@@ -35,7 +36,6 @@ class Settings:
     device: str = "auto"
     quiet: bool = False
     cache_dir: str | None = None
-    seed: int = 0
     num_workers: int = 0
     fabric: Any = None  # a launched lightning.Fabric when the run spans several processes, else None
 

@@ -149,7 +149,7 @@ def _call(label: str, what: str, fn: Callable[[], Any]) -> Any:
 @contextlib.contextmanager
 def _stage_settings(seed: int) -> Iterator[None]:
     cache = runtime.current().cache_dir or str(_tmp_root() / "cache")
-    with runtime.settings(device="cpu", quiet=True, cache_dir=cache, seed=seed):
+    with runtime.settings(device="cpu", quiet=True, cache_dir=cache):
         _seed_everything(seed)
         yield
 
@@ -266,7 +266,7 @@ def _close(a: Any, b: Any, atol: float) -> bool:
 def _check_deterministic(label: str, what: str, first: dict[str, Any], second: dict[str, Any], atol: float) -> None:
     for k in first:
         if not _close(first[k], second[k], atol):
-            raise _fail(label, f"{what} is not deterministic under a fixed seed: {k} differs between two runs (seed with runtime.current().seed or a seed parameter)")
+            raise _fail(label, f"{what} is not deterministic under a fixed seed: {k} differs between two runs (give it a seed parameter)")
 
 
 # ------------------------------------------------------------------------------------------------- checks

@@ -1,308 +1,61 @@
-"""Checks of every command's options before any work, each failure one line naming the option.
-
-Modelled on scikit-learn's ``_parameter_constraints`` / ``validate_params``: each command has a table mapping an
-option to the constraints its value may satisfy (any one of them), and :func:`validate_params` checks a parsed
-configuration against it. Checks that look at more than one option (``k_min`` ≤ ``k_max``) or at the file system
-(a writable run folder, a weights file that is one) follow the table. Nothing here computes features or fits.
-"""
+"""Checks shared by every plugin, in scikit-learn's idiom: parameters are validated at the start of ``fit`` against a
+class's ``parameter_constraints`` (:func:`validate_params`; ``config.check_plugins`` runs the same check before a run
+starts), and a component used before ``fit`` raises :class:`NotFittedError` (scikit-learn's own class, so
+``except sklearn.exceptions.NotFittedError`` catches it too)."""
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-__all__ = [
-    "ValidationError",
-    "Interval",
-    "StrOptions",
-    "Check",
-    "validate_params",
-    "FIT_CONSTRAINTS",
-    "validate_fit",
-    "validate_fit_images",
-    "validate_predict",
-    "validate_evaluate",
-    "validate_report",
-    "check_writable_dir",
-    "check_finished_run",
-]
+from sklearn.exceptions import NotFittedError
 
-STAGES = ("localizer", "binarizer", "representation", "clusterer")
-K_METHODS = ("silhouette", "eigengap")
+__all__ = ["NotFittedError", "check_is_fitted", "Interval", "validate_params"]
 
 
-class ValidationError(ValueError):
-    """An option's value is invalid; the message names the option and says what it accepts."""
-
-
-# ------------------------------------------------------------------------------------------------ constraints
-class Interval:
-    """A number of ``type`` in [left, right] (``None``: unbounded on that side)."""
-
-    def __init__(self, type_: type, left: float | None, right: float | None):
-        self.type, self.left, self.right = type_, left, right
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, self.type):
-            return False
-        return (self.left is None or value >= self.left) and (self.right is None or value <= self.right)
-
-    def __str__(self) -> str:
-        kind = "an integer" if self.type is int else "a number"
-        if self.left is not None and self.right is not None:
-            return f"{kind} in [{self.left}, {self.right}]"
-        return f"{kind} ≥ {self.left}" if self.left is not None else f"{kind} ≤ {self.right}"
-
-
-class StrOptions:
-    """One of a fixed set of strings."""
-
-    def __init__(self, options: Iterable[str]):
-        self.options = tuple(options)
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        return isinstance(value, str) and value in self.options
-
-    def __str__(self) -> str:
-        return " or ".join(repr(o) for o in self.options)
-
-
-class Check:
-    """A free-form constraint: ``func(value)`` returns None when the value is fine, else the reason it is not."""
-
-    def __init__(self, func: Callable[[Any], str | None], description: str):
-        self.func, self.description = func, description
-        self.reason: str | None = None
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        self.reason = self.func(value)
-        return self.reason is None
-
-    def __str__(self) -> str:
-        return self.reason or self.description
-
-
-class _NoneOK:
-    def is_satisfied_by(self, value: Any) -> bool:
-        return value is None
-
-    def __str__(self) -> str:
-        return "unset"
-
-
-NONE = _NoneOK()
-
-
-def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list[Any]], prefix: str = "--") -> None:
-    """Raise ValidationError for the first option in ``constraints`` whose value in ``params`` satisfies none of
-    its constraints (options absent from ``params`` are skipped)."""
-    for name, allowed in constraints.items():
-        if name not in params:
-            continue
-        value = params[name]
-        if any(c.is_satisfied_by(value) for c in allowed):
-            continue
-        shown = [str(c) for c in allowed if c is not NONE]
-        raise ValidationError(f"{prefix}{name} {_show(value)}: {'; '.join(shown)}")
-
-
-def _show(value: Any) -> str:
-    return "''" if value == "" else str(value)
-
-
-# ------------------------------------------------------------------------------------------- file-system checks
-def _existing_dir(value: Any) -> str | None:
-    p = Path(str(value)).expanduser()
-    if not p.exists():
-        return "no such folder"
-    return None if p.is_dir() else "expected a folder, got a file"
-
-
-def _existing_file(value: Any) -> str | None:
-    p = Path(str(value)).expanduser()
-    if not p.exists():
-        return "no such file"
-    return None if p.is_file() else "expected a file, got a folder"
-
-
-def _writable(value: Any) -> str | None:
-    """None when a folder can be made at ``value`` and written to (probed with a real file, so root on a
-    read-only mount is caught too), else the reason."""
-    p = Path(str(value)).expanduser()
-    q = p
-    while not q.exists() and not q.is_symlink() and q != q.parent:
-        q = q.parent
-    if not q.is_dir():
-        return f"{q} is a file, not a folder" if q != p else "is a file, not a folder"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".anomaly-cluster-probe-", dir=q)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        if exc.errno in (errno.EROFS,):
-            why = "read-only file system"
-        return f"cannot write in {q} ({why})"
-    return None
-
-
-def check_writable_dir(path: str | os.PathLike, option: str) -> None:
-    """Raise ValidationError naming ``option`` unless a folder can be created and written at ``path``."""
-    reason = _writable(path)
-    if reason:
-        raise ValidationError(f"{option} {path}: {reason}")
-
-
-def _weights(value: Any) -> str | None:
-    from .backbones import weights_file_problem
-
-    p = Path(str(value)).expanduser()
-    if not p.exists():
-        return "no such file or folder"
-    return weights_file_problem(str(p)) if p.is_file() else None
-
-
-def _device(value: Any) -> str | None:
-    import torch
-
-    if value in ("auto", "", None):
-        return None
-    try:
-        dev = torch.device(str(value))
-    except (RuntimeError, ValueError):
-        return "not a device; use auto, cpu, cuda, cuda:N or mps"
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            return "CUDA is not available on this machine (use --device cpu or auto)"
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            return "MPS is not available on this machine (use --device cpu or auto)"
-    elif dev.type != "cpu":
-        return "not a device; use auto, cpu, cuda, cuda:N or mps"
-    return None
-
-
-def _backbone(value: Any) -> str | None:
-    from .backbones import BACKBONES
-
-    if value in BACKBONES:
-        return None
-    try:
-        import timm
-
-        if timm.is_model(str(value)):
-            return None
-    except ImportError:  # pragma: no cover - timm is a dependency
-        pass
-    return "unknown backbone (see anomaly-cluster list; any timm model name works)"
-
-
-INPUT_SIZE = Interval(int, 32, 8192)
-SEED = Interval(int, 0, 2**32 - 1)
-
-#: fit's options → the constraints their value may satisfy (any one).
-FIT_CONSTRAINTS: dict[str, list[Any]] = {
-    "data": [Check(_existing_dir, "an existing folder of images")],
-    "normal_dir": [NONE, Check(_existing_dir, "an existing folder of images")],
-    "run": [Check(_writable, "a folder that can be written")],
-    "cache_dir": [NONE, Check(_writable, "a folder that can be written")],
-    "n_clusters": [Interval(int, 1, None), StrOptions(["auto"])],
-    "k_min": [Interval(int, 2, None)],
-    "k_max": [Interval(int, 2, None)],
-    "k_method": [StrOptions(K_METHODS)],
-    "backbone": [NONE, Check(_backbone, "a backbone name")],
-    "backbone_weights": [NONE, Check(_weights, "a weights file or folder")],
-    "input_size": [NONE, INPUT_SIZE],
-    "seed": [NONE, SEED],
-    "device": [Check(_device, "auto, cpu, cuda, cuda:N or mps")],
-    "num_nodes": [Interval(int, 1, None)],
-}
-#: Options of any stage plugin that get the same checks as the shared setting of that name.
-STAGE_CONSTRAINTS: dict[str, list[Any]] = {
-    "input_size": [NONE, INPUT_SIZE],
-    "backbone": [NONE, Check(_backbone, "a backbone name"), StrOptions(["auto"])],  # patchcore: "auto"
-    "backbone_weights": [NONE, Check(_weights, "a weights file or folder")],
-}
-
-
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "as_dict"):
-        return cfg.as_dict()
-    return dict(cfg)
-
-
-def validate_fit(cfg: Any, pipeline_config: Any = None) -> None:
-    """Check every ``fit`` option (and each stage's shared-style options) before any image is read."""
-    params = _as_dict(cfg)
-    n_clusters = getattr(pipeline_config, "n_clusters", params.get("n_clusters"))
-    if isinstance(n_clusters, str) and n_clusters.strip().lstrip("-").isdigit():
-        n_clusters = int(n_clusters)
-    params["n_clusters"] = n_clusters
-    validate_params(params, FIT_CONSTRAINTS)
-    if params.get("k_min", 2) > params.get("k_max", 10):
-        raise ValidationError(f"--k_min {params['k_min']} --k_max {params['k_max']}: k_min must not exceed k_max")
-    if pipeline_config is not None:
-        for stage in STAGES:
-            spec = pipeline_config.spec(stage)
-            validate_params(spec.options, STAGE_CONSTRAINTS, prefix=f"--{stage}.")
-
-
-def validate_fit_images(images: Any, n_clusters: int | str, k_min: int = 2) -> None:
-    """Checks that need the image count (read, not processed): enough distinct images for the clusters asked."""
-    distinct = len(set(images.digests))
-    n = len(images)
-    if n < 2:
-        raise ValidationError(f"--data {images.root}: {n} image; at least 2 are needed to cluster")
-    if distinct == 1:
-        raise ValidationError(f"--data {images.root}: all {n} images are identical; there is nothing to cluster")
-    if n_clusters == "auto" and distinct < 3:
-        raise ValidationError(
-            f"--n_clusters auto: choosing K needs at least 3 distinct images, --data {images.root} has {distinct}; give --n_clusters"
-        )
-    if isinstance(n_clusters, int) and n_clusters > distinct:
-        what = f"{distinct} distinct images" if distinct < n else f"images ({n})"
-        raise ValidationError(f"--n_clusters {n_clusters}: more clusters than {what}")
-
-
-# ------------------------------------------------------------------------------------- predict / evaluate / report
-RUN_FILES = ("clusters.csv", "summary.json", "config.yaml", "model/pipeline.json")
-
-
-def check_finished_run(path: Any, option: str = "--run") -> None:
-    """Raise ValidationError unless ``path`` is a run folder that ``fit`` finished writing."""
-    p = Path(str(path))
-    if not p.is_dir():
-        raise ValidationError(f"{option} {p}: not a finished anomaly-cluster run (no such folder)")
-    missing = [f for f in RUN_FILES if not (p / f).is_file()]
+def check_is_fitted(component: Any, *attributes: str) -> None:
+    """Raise :class:`NotFittedError` unless ``component`` has every learned attribute in ``attributes``."""
+    missing = [a for a in attributes if not hasattr(component, a)]
     if missing:
-        raise ValidationError(f"{option} {p}: not a finished anomaly-cluster run (no {', '.join(missing)}); run fit again")
+        raise NotFittedError(f"{type(component).__name__} is not fitted yet (no {missing[0]}): call fit (or fit_predict / fit_transform) first")
 
 
-def validate_predict(cfg: Any) -> None:
-    params = _as_dict(cfg)
-    check_finished_run(params["run"])
-    validate_params(params, {"data": FIT_CONSTRAINTS["data"], "device": FIT_CONSTRAINTS["device"]})
-    if params.get("output"):
-        check_writable_dir(params["output"], "--output")
+class Interval:
+    """A numeric range for :func:`validate_params`: ``Interval(0, None)`` is x > 0 (open), ``closed="left"`` makes
+    it x >= lo, ``closed="both"`` lo <= x <= hi; integers only with ``integer=True``."""
+
+    def __init__(self, lo: float | None, hi: float | None, closed: str = "neither", integer: bool = False) -> None:
+        self.lo, self.hi, self.closed, self.integer = lo, hi, closed, integer
+
+    def __contains__(self, x: Any) -> bool:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or (self.integer and not isinstance(x, int)):
+            return False
+        left_ok = self.lo is None or (x >= self.lo if self.closed in ("left", "both") else x > self.lo)
+        right_ok = self.hi is None or (x <= self.hi if self.closed in ("right", "both") else x < self.hi)
+        return left_ok and right_ok
+
+    def __repr__(self) -> str:
+        lb = "[" if self.closed in ("left", "both") else "("
+        rb = "]" if self.closed in ("right", "both") else ")"
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} in {lb}{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}{rb}"
 
 
-def _check_labels(params: Mapping[str, Any]) -> None:
-    validate_params(params, {"labels": [NONE, Check(_existing_file, "a CSV file with columns image,label")]})
+def _allowed(value: Any, rule: Any) -> bool:
+    if rule is None:
+        return value is None
+    if isinstance(rule, Interval):
+        return value in rule
+    if isinstance(rule, (set, frozenset, tuple, list)):
+        return value in rule
+    return isinstance(rule, type) and isinstance(value, rule)
 
 
-def validate_evaluate(cfg: Any) -> None:
-    params = _as_dict(cfg)
-    check_finished_run(params["run"])
-    _check_labels(params)
-
-
-def validate_report(cfg: Any) -> None:
-    params = _as_dict(cfg)
-    check_finished_run(params["run"])
-    _check_labels(params)
-    check_writable_dir(Path(str(params["run"])) / "report", "--run")
+def validate_params(component: Any) -> None:
+    """Check a component's parameters against its class's ``parameter_constraints`` (name → list of allowed forms:
+    an :class:`Interval`, a set of values, a type, or None), as scikit-learn does at the start of ``fit``: an
+    invalid option fails with a message naming it, before any work."""
+    for name, rules in getattr(type(component), "parameter_constraints", {}).items():
+        value = getattr(component, name)
+        if not any(_allowed(value, rule) for rule in rules):
+            forms = " or ".join(sorted(repr(r) if not isinstance(r, set) else "one of " + ", ".join(map(repr, sorted(r, key=str))) for r in rules))
+            raise ValueError(f"{type(component).__name__}: {name}={value!r} is invalid; expected {forms}")

@@ -1,9 +1,9 @@
 """Blind-LCA quality and cost: Table 1 (ours vs Sohn et al.'s baselines), Table 3 (with/without VAE, with/without
 contrastive learning), Table 4 (Ward / k-means / GMM / spectral), the map-normalisation study, and seconds per image.
 
-    export ANOMALY_CLUSTERING_CACHE=/work/cache
-    nice -n 10 python benchmarks/blind_lca_quality.py --data /work/shared/data/mtd/test --k 6 --localizers fca-vae,fca
-    nice -n 10 python benchmarks/blind_lca_quality.py --data /work/shared/data/mtd/test --timing 50,200 --localizers color-stats
+    export ANOMALY_CLUSTERING_CACHE=CACHE
+    nice -n 10 python benchmarks/blind_lca_quality.py --data ../shared/data/mtd/test --k 6 --localizers fca-vae,fca
+    nice -n 10 python benchmarks/blind_lca_quality.py --data ../shared/data/mtd/test --timing 50,200 --localizers color-stats
 
 Labels come from the first folder of each image path (evaluation only). Every result row prints Sohn's Average floor
 (same data, same clusterer) and, on MTD, the paper's figure. Localizers that are not installed are skipped.

@@ -4,7 +4,7 @@ Embeds a stratified subset of a set with the patchcore localizer's own network (
 patches), then selects the same number of rows with both and prints seconds, steps per second and the covering
 radius (max over rows of the distance to the nearest selected row, in the original space) of each:
 
-    ANOMALY_CLUSTERING_CACHE=/work/cache nice python benchmarks/coreset_speed.py --data /work/shared/data/mtd/test \
+    ANOMALY_CLUSTERING_CACHE=CACHE nice python benchmarks/coreset_speed.py --data ../shared/data/mtd/test \
         --images 100 --ratios 0.01 0.1 --threads 2
 """
 
@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
+
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
 
@@ -27,7 +29,7 @@ def covering_radius(x: torch.Tensor, chosen: torch.Tensor, chunk: int = 8192) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/mtd/test")
+    ap.add_argument("--data", default=default_set("mtd"), help="a labelled set (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--input_size", type=int, default=256)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.01, 0.1])

@@ -3,7 +3,7 @@
 Prints seconds per image for both on real backbone features (equal maps: max abs difference reported), and the cost of
 the fca-vae stages (features, VAE fit, FCA) with peak memory for a few set sizes.
 
-    ANOMALY_CLUSTERING_CACHE=/work/cache nice python benchmarks/fca_speed.py --data /work/shared/data/mtd/test \
+    ANOMALY_CLUSTERING_CACHE=CACHE nice python benchmarks/fca_speed.py --data ../shared/data/mtd/test \
         --reference_images 2 --fast_images 10 --sizes 50 200 800
 """
 
@@ -22,6 +22,8 @@ import torch
 from scipy import ndimage
 
 from anomaly_clustering.features_ops import scale_per_instance
+
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
 
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
@@ -127,7 +129,7 @@ def one_size(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/mtd/test")
+    ap.add_argument("--data", default=default_set("mtd"), help="a labelled set (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--backbone", default="tf_efficientnet_lite0")
     ap.add_argument("--backbone_weights", default=None)
     ap.add_argument("--input_size", type=int, default=512)

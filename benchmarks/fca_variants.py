@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +27,10 @@ from anomaly_clustering.data import load_ground_truth, load_image_set
 from anomaly_clustering.features_ops import scale_per_instance
 from anomaly_clustering.plugins.fca.torch_model import fca_map
 
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
+
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
-DATA = Path("/work/shared/data")
 SUBSET = {"good": 40, "blowhole": 25, "break": 25, "crack": 25, "fray": 20, "uneven": 25}
 
 
@@ -59,10 +59,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=["exact", "group-4", "group-8", "pca-16", "pca-32", "pca-48", "rand-32"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default=default_set("mtd"), help="MTD's test folder (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--eval_size", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    images = load_image_set(DATA / "mtd" / "test")
+    images = load_image_set(args.data)
     labels = np.array(load_ground_truth(images).labels)
     rng = np.random.default_rng(0)
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), min(n, int((labels == c).sum())), replace=False) for c, n in SUBSET.items()]))

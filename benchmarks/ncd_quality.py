@@ -1,7 +1,7 @@
 """AnomalyNCD (hybrid MGViT, CPU) quality on MTD's five defect classes (K = 5, good excluded), beside the paper.
 
-    export ANOMALY_CLUSTERING_CACHE=/work/cache
-    nice -n 10 python benchmarks/ncd_quality.py --data /work/shared/data/mtd/test --epochs 20 --repeats 2
+    export ANOMALY_CLUSTERING_CACHE=CACHE
+    nice -n 10 python benchmarks/ncd_quality.py --data ../shared/data/mtd/test --epochs 20 --repeats 2
 
 Rows: the ``oracle`` binarizer (ground-truth masks: the paper's Table I "GT-mask-like" setting, there on MVTec AD) and
 MEBin on a localizer's maps (color-stats, or fca when installed: the paper's Table II uses MuSc), each followed by
@@ -22,6 +22,8 @@ import torch
 from anomaly_clustering import registry, runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.metrics import clustering_scores
+
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
 
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
@@ -59,7 +61,7 @@ def run_ncd(images, maps, regions, k: int, opts: dict, temperature: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/mtd/test")
+    ap.add_argument("--data", default=default_set("mtd"), help="a labelled set (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--exclude", default="good/*")
     ap.add_argument("--k", type=int, default=0)
     ap.add_argument("--localizers", default="fca,color-stats")

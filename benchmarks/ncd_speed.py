@@ -1,6 +1,6 @@
 """MGViT-NCD (hybrid) training cost with and without the frozen-view cache: seconds per epoch, total, and NMI.
 
-    export ANOMALY_CLUSTERING_CACHE=/work/cache
+    export ANOMALY_CLUSTERING_CACHE=CACHE
     nice -n 10 python benchmarks/ncd_speed.py --crops 100,400 --epochs 5
 
 Crops come from MTD's defect images with ground-truth masks (``oracle`` binarizer), stratified to ~N crops.
@@ -19,6 +19,8 @@ from anomaly_clustering import registry, runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.metrics import clustering_scores
 
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
+
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
 
@@ -30,7 +32,7 @@ def labels_of(images) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/mtd/test")
+    ap.add_argument("--data", default=default_set("mtd"), help="a labelled set (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--crops", default="100,400")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)

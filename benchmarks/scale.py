@@ -5,7 +5,7 @@ The images are the real test images of ``../shared/data`` (MTD, NEU-DET, MVTec b
 once as 128-px JPEGs. Each N runs in its own ``fit`` process (its peak RSS is the summary's ``peak_rss_mb``) with
 its own empty stage cache, so nothing is reused between sizes.
 
-    python benchmarks/scale.py --sizes 1000 4000 16000 --work /tmp/scale
+    python benchmarks/scale.py --sizes 1000 4000 16000 --work runs/scale
 
 Prints a markdown table, writes ``scale.json`` and ``scale.png`` (time and memory against N) in ``--work``, and an
 extrapolation of the per-image cost to 100 k images.
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from data_paths import data_root  # noqa: E402  (benchmarks/ is the script folder)
+
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = data_root()  # $ANOMALY_CLUSTERING_DATA or ../shared/data beside the repository
 SETS = ("mtd", "neu_det", "mvtec_bottle")
 
 
@@ -89,7 +89,7 @@ def run_fit(data: Path, work: Path, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 4000, 16000])
-    ap.add_argument("--work", default="/tmp/anomaly_clustering_scale")
+    ap.add_argument("--work", default="runs/scale", help="scratch folder (generated images, runs, cache)")
     ap.add_argument("--image_size", type=int, default=128, help="side of the generated JPEGs")
     ap.add_argument("--input_size", type=int, default=128, help="network input side (fit --input_size)")
     ap.add_argument("--n_clusters", type=int, default=6)

@@ -7,7 +7,7 @@ here) 3×3-aggregated stride-1 patches of a 224 px crop, and their Hausdorff dis
 This script computes the pairwise patch distances once per bag setting and scores every variant on one stratified
 subset, beside the Average floor of the same setting:
 
-    ANOMALY_CLUSTERING_CACHE=/work/cache nice python benchmarks/sohn_sensitivity.py --data /work/shared/data/mtd/test \
+    ANOMALY_CLUSTERING_CACHE=CACHE nice python benchmarks/sohn_sensitivity.py --data ../shared/data/mtd/test \
         --subset 400 --bags 512:16:pool 256:16:pool 224:28:local3
 """
 
@@ -31,6 +31,8 @@ from anomaly_clustering.metrics import clustering_scores
 from anomaly_clustering.plugins.blind_lca.sohn import classical_mds, nearest_patch_reductions
 from anomaly_clustering.plugins.clusterers.sklearn_clusterers import WardClusterer
 from anomaly_clustering.records import Embeddings
+
+from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
 
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
@@ -80,7 +82,7 @@ def fmt(s) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/mtd/test")
+    ap.add_argument("--data", default=default_set("mtd"), help="a labelled set (default: $ANOMALY_CLUSTERING_DATA or ../shared/data, mtd/test)")
     ap.add_argument("--subset", type=int, default=400, help="stratified subset size (0: every image)")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--bags", nargs="+", default=["512:16:pool", "256:16:pool", "224:28:local3"], help="input_px:grid:pool|local3")

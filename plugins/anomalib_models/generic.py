@@ -30,6 +30,7 @@ from anomaly_clustering.backbones import (
 from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
+from anomaly_clustering.validation import check_is_fitted
 
 __all__ = ["AnomalibLocalizer", "build_anomalib_model", "inject_local_weights", "FeatureBackboneAsExtractor"]
 
@@ -152,7 +153,8 @@ class AnomalibLocalizer(Localizer):
     models (PatchCore, PaDiM, DFM, DFKDE…) are fed directly (one no-grad pass, then their ``fit``); models trained
     by gradient descent go through a plain Lightning Trainer for ``max_epochs`` — anomalib's Engine is not used
     because it needs an on-disk datamodule and adds callbacks, thresholding and metrics this pipeline does itself.
-    Backbone ``auto``: wide_resnet50_2 when its weights are on disk, else tf_efficientnet_lite0.
+    Backbone ``auto``: wide_resnet50_2 when its weights are on disk, else tf_efficientnet_lite0. ``seed`` seeds
+    torch before the model is built (random feature subsets, initial weights, batch order).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class AnomalibLocalizer(Localizer):
         input_size: int = 256,
         batch_size: int = 8,
         max_epochs: int = 1,
+        seed: int = 0,
     ):
         self.model = model
         self.model_options = model_options
@@ -174,6 +177,7 @@ class AnomalibLocalizer(Localizer):
         self.input_size = input_size
         self.batch_size = batch_size
         self.max_epochs = max_epochs
+        self.seed = seed
 
     def _resolved(self) -> tuple[str, tuple]:
         name = default_backbone(self.backbone_weights) if self.backbone in (None, "", "auto") else self.backbone
@@ -189,7 +193,7 @@ class AnomalibLocalizer(Localizer):
         from anomalib.data import ImageBatch
         from anomalib.models.components.base.memory_bank_module import MemoryBankMixin
 
-        torch.manual_seed(runtime.current().seed)
+        torch.manual_seed(self.seed)
         train = normal_images if normal_images is not None and len(normal_images) else images
         name, layers = self._resolved()
         module = build_anomalib_model(self.model, name, layers, self.backbone_weights, **dict(self.model_options or {}))
@@ -220,6 +224,7 @@ class AnomalibLocalizer(Localizer):
         return self
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
+        check_is_fitted(self, "model_")
         device = runtime.device()
         torch_model = self.model_.model.to(device).eval()
         maps = np.empty((len(images), self.input_size, self.input_size), np.float32)

@@ -10,6 +10,7 @@ from anomaly_clustering.backbones import load_batch
 from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
+from anomaly_clustering.validation import check_is_fitted
 
 from .coreset import greedy_coreset
 from .generic import DEFAULT_LAYERS, build_anomalib_model, default_backbone
@@ -26,7 +27,7 @@ class PatchcoreLocalizer(Localizer):
     tf_efficientnet_lite0 (stages 2+3; weights from the PyPI package) so that it runs offline.
     The coreset is PatchCore's greedy k-center selection: ``coreset_method="fast"`` (ours, ``coreset.py``: the same
     algorithm with norm-expanded distances, 25× anomalib's steps per second on the CPU) or ``"anomalib"`` (its
-    KCenterGreedy).
+    KCenterGreedy). ``seed`` fixes the coreset's random start point.
     Learned state: the coreset memory bank (float16) and its image ids; the network is rebuilt, not pickled.
     """
 
@@ -41,6 +42,7 @@ class PatchcoreLocalizer(Localizer):
         batch_size: int = 8,
         chunk_elements: int = 1 << 25,
         coreset_method: str = "fast",
+        seed: int = 0,
     ):
         self.backbone = backbone
         self.backbone_weights = backbone_weights
@@ -51,6 +53,7 @@ class PatchcoreLocalizer(Localizer):
         self.batch_size = batch_size
         self.chunk_elements = chunk_elements
         self.coreset_method = coreset_method
+        self.seed = seed
 
     # -- the anomalib model (rebuilt on demand, never pickled) -------------------------------------------------
     def _module(self):
@@ -87,7 +90,11 @@ class PatchcoreLocalizer(Localizer):
     def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "PatchcoreLocalizer":
         from anomalib.models.components import KCenterGreedy
 
-        torch.manual_seed(runtime.current().seed)
+        if self.coreset_method not in ("fast", "anomalib"):
+            raise ValueError(f"patchcore: coreset_method must be 'fast' or 'anomalib', got {self.coreset_method!r}")
+        if not 0 < self.coreset_sampling_ratio <= 1:
+            raise ValueError(f"patchcore: coreset_sampling_ratio must be in (0, 1], got {self.coreset_sampling_ratio}")
+        torch.manual_seed(self.seed)
         reference = normal_images if normal_images is not None and len(normal_images) else images
         self.mode_ = "reference" if reference is not images else "blind"
         emb, _ = self._embed(reference)
@@ -96,11 +103,9 @@ class PatchcoreLocalizer(Localizer):
         if self.coreset_sampling_ratio < 1:
             n_keep = max(1, int(len(bank) * self.coreset_sampling_ratio))
             if self.coreset_method == "fast":
-                keep = greedy_coreset(bank, n_keep, seed=runtime.current().seed or 0)
-            elif self.coreset_method == "anomalib":
-                keep = torch.as_tensor(KCenterGreedy(bank, self.coreset_sampling_ratio).select_coreset_idxs(), dtype=torch.long)
+                keep = greedy_coreset(bank, n_keep, seed=self.seed)
             else:
-                raise ValueError(f"patchcore: coreset_method must be 'fast' or 'anomalib', got {self.coreset_method!r}")
+                keep = torch.as_tensor(KCenterGreedy(bank, self.coreset_sampling_ratio).select_coreset_idxs(), dtype=torch.long)
             bank, ids = bank[keep], ids[keep]
         self.memory_bank_ = bank.half().numpy()
         self.bank_image_ids_ = ids.numpy().astype(np.int32)
@@ -127,8 +132,7 @@ class PatchcoreLocalizer(Localizer):
         return out
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
-        if not hasattr(self, "memory_bank_"):
-            raise RuntimeError("PatchcoreLocalizer: call fit first")
+        check_is_fitted(self, "memory_bank_")
         lookup = {d: i for i, d in enumerate(self.bank_digests_)}
         own = [lookup.get(d, -1) for d in images.digests]
         module = self._module()

@@ -13,7 +13,7 @@ from anomaly_clustering.regions import masks_to_regions
 class OracleMasks(Binarizer):
     """Oracle: reads the data set's ground-truth masks (MVTec layout or a labels CSV) instead of thresholding.
 
-    For measuring a classifier with perfect localization (anomalyncd.txt Table I); it reads labels, so it is
+    For measuring a classifier with perfect localization (AnomalyNCD, Table I); it reads labels, so it is
     never part of a blind run.
     """
 

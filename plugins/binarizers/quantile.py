@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
@@ -12,6 +14,7 @@ from anomaly_clustering.features_ops import scale_per_instance, weighted_descrip
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
 
 class QuantileHeuristic(Binarizer):
@@ -23,6 +26,12 @@ class QuantileHeuristic(Binarizer):
     The cluster with the lowest mean image score is taken as defect-free; its share q of the set gives the threshold
     t = the q-quantile of the per-image max scores, one t for the whole set.
     """
+
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(1, None, "left", integer=True)], "tau": [Interval(0, None)],
+        "blur_sigma": [Interval(0, None, "left")], "min_area": [Interval(1, None, "left", integer=True)],
+        "heuristic_k": [None, Interval(1, None, "left", integer=True)],
+    }
 
     def __init__(
         self,
@@ -60,6 +69,7 @@ class QuantileHeuristic(Binarizer):
         return out
 
     def fit(self, maps: AnomalyMaps, images: ImageSet) -> "QuantileHeuristic":
+        validate_params(self)
         scores = np.asarray(maps.scores, np.float64)
         k = int(min(max(1, self.heuristic_k or self.n_clusters), len(scores)))
         labels = KMeans(k, random_state=self.seed, n_init=10).fit_predict(self.descriptors(maps, images)) if k > 1 else np.zeros(len(scores), int)
@@ -67,6 +77,7 @@ class QuantileHeuristic(Binarizer):
         return self
 
     def transform(self, maps: AnomalyMaps, images: ImageSet) -> Regions:
+        check_is_fitted(self, "threshold_")
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
         info = {"method": "quantile-heuristic", "good_share": self.good_share_, "threshold": self.threshold_, "kmeans_k": len(self.cluster_mean_scores_)}

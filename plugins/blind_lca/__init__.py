@@ -1,1 +1,1 @@
-"""Representations from blind-lca.txt and Sohn et al.'s anomaly-clustering baselines."""
+"""Representations from Blind-LCA (Ardelean & Weyrich) and Sohn et al.'s anomaly-clustering baselines."""

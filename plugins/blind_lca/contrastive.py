@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,8 +18,9 @@ from anomaly_clustering.features_ops import weighted_descriptor
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 from anomaly_clustering.store import ShardedArrayWriter
+from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
-from .descriptor import feature_batches, maps_on_grid, masks_on_grid, normalize_maps
+from .descriptor import MAP_NORMALIZATIONS, feature_batches, maps_on_grid, masks_on_grid, normalize_maps
 
 __all__ = ["ContrastiveHead", "ProjectionHead", "PixelBank", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
 
@@ -188,6 +191,16 @@ class ContrastiveHead(Representation):
     ``transform`` describes new images. Inputs are per-instance 0–1 scaled features, as in the reference.
     """
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "tau": [Interval(0, None)], "blur_sigma": [Interval(0, None, "left")],
+        "normalize_maps": [set(MAP_NORMALIZATIONS)], "hidden_channels": [None, Interval(1, None, "left", integer=True)],
+        "n_neighbors": [Interval(1, None, "left", integer=True)], "margin": [Interval(0, None)],
+        "lr": [Interval(0, None)], "weight_decay": [Interval(0, None, "left")],
+        "epochs": [Interval(0, None, "left", integer=True)],
+        "max_pixels_per_image": [Interval(1, None, "left", integer=True)], "bank_dtype": [{"float32", "float16"}],
+        "batch_size": [Interval(1, None, "left", integer=True)],
+    }
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
@@ -240,6 +253,7 @@ class ContrastiveHead(Representation):
         return extract_features(images, FeatureSpec(self.backbone, tuple(self.layers), self.input_size, self.backbone_weights))
 
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "ContrastiveHead":
+        validate_params(self)
         feats = self._features(images)
         n, c, h, w = feats.shape
         weights = normalize_maps(maps.maps, self.normalize_maps)
@@ -319,16 +333,14 @@ class ContrastiveHead(Representation):
         return self
 
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
-        if not hasattr(self, "head_"):
-            raise RuntimeError("ContrastiveHead.transform before fit: the head has not been trained")
+        check_is_fitted(self, "head_")
         feats = self._features(images)
         weights = normalize_maps(maps.maps, self.normalize_maps)
         dev = runtime.device()
-        head = self.head_.to(dev)
+        head = copy.deepcopy(self.head_).to(dev)  # a copy on the device: transform leaves the fitted head as it is
         out = np.empty((len(images), feats.shape[1]), np.float32)
         with torch.no_grad():
             for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: embed"):
                 z = head.forward_map(f.to(dev)).cpu()
                 out[idx] = weighted_descriptor(z, maps_on_grid(weights[idx], f.shape[-2:]), self.tau, self.blur_sigma).numpy()
-        self.head_ = head.cpu()
         return Embeddings.per_image(out, {"backbone": self.backbone, "tau": self.tau, "final_loss": self.loss_history_[-1] if self.loss_history_ else None})

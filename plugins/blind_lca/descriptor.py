@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, Feature
 from anomaly_clustering.features_ops import scale_per_instance, weighted_descriptor
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
+from anomaly_clustering.validation import Interval, validate_params
 
 __all__ = ["WeightedDescriptor", "MAP_NORMALIZATIONS", "normalize_maps", "feature_batches", "maps_on_grid"]
 
@@ -75,6 +76,12 @@ class WeightedDescriptor(Representation):
     scaled to unit mean norm over the fitted set (learned state), so each counts alike whatever its units.
     """
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "normalize_maps": [set(MAP_NORMALIZATIONS)], "blur_sigma": [Interval(0, None, "left")],
+        "context_weight": [Interval(0, None, "left")], "scale_features": [bool],
+        "batch_size": [Interval(1, None, "left", integer=True)],
+    }
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
@@ -132,10 +139,12 @@ class WeightedDescriptor(Representation):
         self.block_scales_ = [max(float(np.linalg.norm(b - b.mean(0), axis=1).mean()), 1e-12) for b in blocks]
 
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "WeightedDescriptor":
+        validate_params(self)
         self._learn_scales(self._blocks(images, maps))
         return self
 
     def fit_transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        validate_params(self)
         blocks = self._blocks(images, maps)
         self._learn_scales(blocks)
         return self._embeddings(self._combine(blocks))

@@ -7,6 +7,8 @@ variance criterion favours.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
 from sklearn.mixture import GaussianMixture
@@ -14,6 +16,7 @@ from sklearn.mixture import GaussianMixture
 from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
+from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
 
 def _check(x: np.ndarray, k: int) -> None:
@@ -28,6 +31,7 @@ class _CentroidPredict(Clusterer):
         self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "centroids_")
         labels = nearest_centroid(embeddings.image_vectors(), self.centroids_)
         return Clustering(labels, self.n_clusters, info={"assigned_by": "nearest centroid"})
 
@@ -75,16 +79,19 @@ class AgglomerativeClusterer(_CentroidPredict):
     where Ward's variance criterion assumes compact Euclidean clusters (e.g. Hausdorff distances embedded by MDS).
     Memory grows with N² (no two-stage mode). New images go to the nearest centroid."""
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(1, None, "left", integer=True)], "linkage": [{"average", "complete", "single", "ward"}],
+    }
+
     def __init__(self, n_clusters: int = 2, linkage: str = "average", metric: str = "euclidean"):
         self.n_clusters = n_clusters
         self.linkage = linkage
         self.metric = metric
 
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        validate_params(self)
         x = embeddings.image_vectors().astype(np.float64)
         _check(x, self.n_clusters)
-        if self.linkage not in ("average", "complete", "single", "ward"):
-            raise ValueError(f"agglomerative: linkage must be average, complete, single or ward, got {self.linkage!r}")
         metric = "euclidean" if self.linkage == "ward" else self.metric
         labels = AgglomerativeClustering(n_clusters=self.n_clusters, linkage=self.linkage, metric=metric).fit_predict(x)
         self._remember(x, labels)
@@ -139,6 +146,11 @@ class KMeansClusterer(Clusterer):
     faiss (its GPU build when present) or, without faiss, scikit-learn's ``MiniBatchKMeans``, whose memory does not
     grow with N beyond the batch. ``backend`` forces one: ``sklearn``, ``faiss`` or ``minibatch``."""
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(1, None, "left", integer=True)], "n_init": [Interval(1, None, "left", integer=True)],
+        "backend": [{"auto", "sklearn", "faiss", "minibatch"}], "max_exact": [Interval(1, None, "left", integer=True)],
+    }
+
     def __init__(self, n_clusters: int = 2, n_init: int = 10, backend: str = "auto", max_exact: int = 20000, seed: int = 42):
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -160,6 +172,7 @@ class KMeansClusterer(Clusterer):
         return "faiss"
 
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        validate_params(self)
         x = embeddings.image_vectors()
         _check(x, self.n_clusters)
         self.backend_ = self._backend(len(x))
@@ -188,12 +201,18 @@ class KMeansClusterer(Clusterer):
         return Clustering(labels.astype(np.int64), self.n_clusters, info={"backend": self.backend_})
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "cluster_centers_")
         return Clustering(nearest_centroid(embeddings.image_vectors(), self.cluster_centers_), self.n_clusters)
 
 
 class GMMClusterer(Clusterer):
     """Gaussian mixture (scikit-learn; ``covariance_type`` full as in blind-lca's Table 4, diag for wide
     embeddings); gives per-image probabilities."""
+
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(1, None, "left", integer=True)],
+        "covariance_type": [{"full", "tied", "diag", "spherical"}], "reg_covar": [Interval(0, None, "left")],
+    }
 
     def __init__(self, n_clusters: int = 2, covariance_type: str = "full", reg_covar: float = 1e-4, seed: int = 42):
         self.n_clusters = n_clusters
@@ -202,12 +221,14 @@ class GMMClusterer(Clusterer):
         self.seed = seed
 
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        validate_params(self)
         x = embeddings.image_vectors().astype(np.float64)
         _check(x, self.n_clusters)
         self.model_ = GaussianMixture(self.n_clusters, covariance_type=self.covariance_type, reg_covar=self.reg_covar, random_state=self.seed).fit(x)
         return Clustering(self.model_.predict(x), self.n_clusters, probabilities=self.model_.predict_proba(x))
 
     def predict(self, embeddings: Embeddings) -> Clustering:
+        check_is_fitted(self, "model_")
         x = embeddings.image_vectors().astype(np.float64)
         return Clustering(self.model_.predict(x), self.n_clusters, probabilities=self.model_.predict_proba(x))
 

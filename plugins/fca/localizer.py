@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -16,8 +17,48 @@ from anomaly_clustering.data import image_size
 from anomaly_clustering.features_ops import scale_per_instance
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
+from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
-from .torch_model import FCAParams, FeatureVAE, fca_map, train_vae
+from .torch_model import FCAParams, FeatureVAE, VAELoss, fca_map
+
+
+def train_vae(
+    pixels: Callable[[int, torch.Generator], torch.Tensor],
+    channels: int,
+    iterations: int,
+    batch_pixels: int,
+    lr: float = 1e-4,
+    weight_decay: float = 0.1,
+    kl_weight: float = 1e-3,
+    latent: int = 128,
+    seed: int = 42,
+    device: torch.device | None = None,
+    progress=None,
+) -> tuple[FeatureVAE, list[float]]:
+    """Train a :class:`FeatureVAE` on random pixel vectors drawn by ``pixels(batch, generator)``; returns it (eval
+    mode, on CPU) and the loss curve (one value per iteration)."""
+    device = device or torch.device("cpu")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + runtime.rank())  # each process of a multi-process run draws its own pixels
+    vae = FeatureVAE(channels, latent=latent).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
+    step_loss, opt = runtime.setup_training(VAELoss(vae, kl_weight), opt)  # DDP across processes when there are several
+    losses: list[float] = []
+    steps = range(iterations) if progress is None else progress(range(iterations))
+    # Adam's second moments of rarely active units underflow to denormals, which make CPU arithmetic ~100× slower
+    flush = torch.set_flush_denormal(True)
+    try:
+        for _ in steps:
+            v = pixels(batch_pixels, gen).to(device)
+            loss = step_loss(v)
+            opt.zero_grad(set_to_none=True)
+            runtime.backward(loss)
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    return vae.cpu().eval(), losses
 
 
 class FCALocalizer(Localizer):
@@ -118,6 +159,14 @@ class FCAVAELocalizer(FCALocalizer):
     as the input/hidden width and a ``latent``-wide bottleneck.
     """
 
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        "patch_size": [Interval(1, None, "left", integer=True)], "latent": [Interval(1, None, "left", integer=True)],
+        "vae_iterations": [Interval(0, None, "left", integer=True)],
+        "vae_batch_pixels": [Interval(1, None, "left", integer=True)],
+        "pool_pixels": [Interval(1, None, "left", integer=True)], "lr": [Interval(0, None)],
+        "weight_decay": [Interval(0, None, "left")], "kl_weight": [Interval(0, None, "left")],
+    }
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
@@ -162,6 +211,7 @@ class FCAVAELocalizer(FCALocalizer):
         return pool
 
     def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCAVAELocalizer":
+        validate_params(self)
         start = time.perf_counter()
         feats = extract_features(images, self._spec())
         t_feat = time.perf_counter() - start
@@ -194,8 +244,7 @@ class FCAVAELocalizer(FCALocalizer):
         return scaled - vae.reconstruct_maps(scaled)
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
-        if not hasattr(self, "vae_"):
-            raise RuntimeError("FCAVAELocalizer.predict before fit: call fit (or fit_predict) on the set first")
+        check_is_fitted(self, "vae_")
         start = time.perf_counter()
         feats = extract_features(images, self._spec())
         t_feat = time.perf_counter() - start

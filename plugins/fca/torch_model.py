@@ -3,7 +3,7 @@
 FCA scores every position of a C×H×W feature map by how far the sorted values of its 7×7 patch (per channel) lie
 from a reference distribution (the median over non-overlapping 7×7 tiles of the sorted tile values), puts each
 rank's L1 difference back at the cell that held the value, averages over channels, blurs (σs), weights (σp) and
-overlap-adds the 7×7 contribution patches into the map (see /work/shared/papers/blind-lca-notes.md).
+overlap-adds the 7×7 contribution patches into the map (details from the authors' public reference code).
 
 Speed: sorting dominates. Each value is packed with its cell index into one int32 key (24-bit quantised value << 6 |
 cell), so one values-only sort yields the sorted values and their cells; a second sort of (cell << 24 | difference)
@@ -13,17 +13,15 @@ keys returns the differences to cell order without a scatter. On CPU the keys ar
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly_clustering import runtime
 from anomaly_clustering.features_ops import gaussian_blur, gaussian_kernel1d
 
-__all__ = ["FCAParams", "fca_map", "fca_maps", "reference_distribution", "postprocess", "FeatureVAE", "train_vae"]
+__all__ = ["FCAParams", "fca_map", "fca_maps", "reference_distribution", "postprocess", "FeatureVAE", "VAELoss"]
 
 _VALUE_BITS = 24  # 24 value bits (exact in float32) + 6 cell bits (49 ≤ 64 cells) fit a positive int32
 _CELL_BITS = 6
@@ -180,7 +178,7 @@ class FeatureVAE(nn.Module):
         return self.decoder(self.mu(self.encoder(v))).permute(0, 3, 1, 2).contiguous()
 
 
-class _VAELoss(nn.Module):
+class VAELoss(nn.Module):
     """The VAE's training loss as a ``forward``, so that a DDP wrapper sees (and synchronises) each step."""
 
     def __init__(self, vae: "FeatureVAE", kl_weight: float):
@@ -189,44 +187,3 @@ class _VAELoss(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.vae.loss(pixels, self.kl_weight)
-
-
-def train_vae(
-    pixels: Callable[[int, torch.Generator], torch.Tensor],
-    channels: int,
-    iterations: int,
-    batch_pixels: int,
-    lr: float = 1e-4,
-    weight_decay: float = 0.1,
-    kl_weight: float = 1e-3,
-    latent: int = 128,
-    seed: int = 42,
-    device: torch.device | None = None,
-    progress=None,
-) -> tuple[FeatureVAE, list[float]]:
-    """Train a :class:`FeatureVAE` on random pixel vectors drawn by ``pixels(batch, generator)``; returns it (eval
-    mode, on CPU) and the loss curve (one value per iteration)."""
-    device = device or torch.device("cpu")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + runtime.rank())  # each process of a multi-process run draws its own pixels
-    vae = FeatureVAE(channels, latent=latent).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
-    step_loss, opt = runtime.setup_training(_VAELoss(vae, kl_weight), opt)  # DDP across processes when there are several
-    losses: list[float] = []
-    steps = range(iterations) if progress is None else progress(range(iterations))
-    # Adam's second moments of rarely active units underflow to denormals, which make CPU arithmetic ~100× slower
-    flush = torch.set_flush_denormal(True)
-    try:
-        for _ in steps:
-            v = pixels(batch_pixels, gen).to(device)
-            loss = step_loss(v)
-            opt.zero_grad(set_to_none=True)
-            runtime.backward(loss)
-            opt.step()
-            losses.append(float(loss.detach()))
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-    return vae.cpu().eval(), losses
-
-

@@ -11,6 +11,7 @@ from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, extract_
 from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
+from anomaly_clustering.validation import check_is_fitted
 
 from .torch_model import DEFAULT_MAX_ELEMENTS, layer_norm_map, lnamd, mutual_scores, rscin
 
@@ -102,8 +103,7 @@ class MuScLocalizer(Localizer):
         return self
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
-        if not hasattr(self, "reference_features_"):
-            raise RuntimeError("MuScLocalizer: call fit first")
+        check_is_fitted(self, "reference_features_")
         lookup = {d: i for i, d in enumerate(self.reference_digests_)}
         exclude = [lookup.get(d, -1) for d in images.digests]
         device = runtime.device()

@@ -1,1 +1,1 @@
-"""AnomalyNCD (anomalyncd.txt): MEBin crops, a mask-guided ViT trained by self-distillation, region merging."""
+"""AnomalyNCD (Huang et al.): MEBin crops, a mask-guided ViT trained by self-distillation, region merging."""

@@ -1,4 +1,4 @@
-"""Anomaly-centred sub-image boxes (AnomalyNCD §III-B, details from anomalyncd-notes.md), from any binarizer's output.
+"""Anomaly-centred sub-image boxes (AnomalyNCD §III-B, details from the authors' public reference code), from any binarizer's output.
 
 Per connected region: a square box centred on its bounding box, side = max(1.1 × longer side, 0.2 × longer map
 side), at most the map size, shifted inside the map. Boxes closer than 1 % of the map size are merged (union,

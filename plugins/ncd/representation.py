@@ -37,6 +37,7 @@ from anomaly_clustering.data import DataError, GOOD_NAMES, load_ground_truth, lo
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.validation import check_is_fitted
 
 from .crops import CropBox, crop_boxes, crop_images
 
@@ -513,6 +514,7 @@ class MGViTNCD(Representation):
         return torch.cat(out) if out else torch.zeros(0, self.n_clusters)
 
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        check_is_fitted(self, "state_")
         crops, patches, masks = self._crops(images, maps, regions)
         probs = self.crop_probabilities(patches, masks).numpy().astype(np.float32)
         index = np.array([c.image_index for c in crops], np.int64)
