@@ -1,9 +1,11 @@
 """Open-set assignment for ``predict``: a new image joins the nearest cluster only when it lies within that cluster's
 calibrated radius, else it is flagged ``unknown``; a cluster named ``good`` (or ``ok``/``normal``) labels normal images.
 
-The radius of a cluster is a quantile (``--reject``, default 0.99) of its fitted members' distances to its centroid,
-in the embedding space the clusters were formed in (clusters of fewer than ``min_members`` images take the quantile
-over all members' distances instead). Clusters and names are the run's current ones (after ``relabel``/``refit``).
+The radius of a cluster is its median member distance to its centroid (leave-one-out: a member's distance to the
+centroid of the others) times a quantile (``--reject``, default 0.99) of all members' distances divided by their
+own cluster's median: each cluster keeps its own scale while the shape of the tail is pooled over every fitted
+image, so a cluster of a few images still gets a usable radius. Distances are Euclidean in the embedding space the
+clusters were formed in. Clusters and names are the run's current ones (after ``relabel``/``refit``).
 An image the run was fitted on (same content digest) keeps its fitted label.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from .data import GOOD_NAMES
 from .labelling import LabelState, RunLabels
@@ -59,9 +62,8 @@ class OpenSetResult:
 class OpenSetAssigner:
     """Nearest-centroid assignment with per-cluster rejection radii calibrated on the fitted images."""
 
-    def __init__(self, quantile: float | None = 0.99, min_members: int = 5):
+    def __init__(self, quantile: float | None = 0.99):
         self.quantile = quantile
-        self.min_members = min_members
 
     def fit(self, vectors: np.ndarray, state: LabelState) -> "OpenSetAssigner":
         if self.quantile is not None and not 0 < self.quantile <= 1:
@@ -70,13 +72,17 @@ class OpenSetAssigner:
         self.ids_ = np.array(state.clusters)
         self.names_ = tuple(_display(state, k) for k in self.ids_)
         self.centroids_ = np.stack([x[state.labels == k].mean(0) for k in self.ids_])
-        member = np.linalg.norm(x - self.centroids_[np.searchsorted(self.ids_, state.labels)], axis=1)
+        pos = np.searchsorted(self.ids_, state.labels)
+        sizes = np.bincount(pos, minlength=len(self.ids_)).astype(np.float64)
+        member = np.linalg.norm(x - self.centroids_[pos], axis=1)
+        member *= np.where(sizes[pos] > 1, sizes[pos] / np.maximum(sizes[pos] - 1, 1), 1.0)  # leave-one-out distance
         if self.quantile is None:
             self.radius_ = np.full(len(self.ids_), np.inf)
             return self
-        pooled = float(np.quantile(member, self.quantile))
-        sizes = np.array([(state.labels == k).sum() for k in self.ids_])
-        self.radius_ = np.array([np.quantile(member[state.labels == k], self.quantile) if s >= self.min_members else pooled for k, s in zip(self.ids_, sizes)])
+        scale = np.array([np.median(member[pos == j]) for j in range(len(self.ids_))])
+        ratio = member / np.maximum(scale[pos], 1e-12)
+        self.scale_ = scale
+        self.radius_ = scale * float(np.quantile(ratio, self.quantile))
         return self
 
     def predict(self, vectors: np.ndarray, nearest: np.ndarray | None = None) -> OpenSetResult:
@@ -84,7 +90,7 @@ class OpenSetAssigner:
         if not hasattr(self, "centroids_"):
             raise RuntimeError("OpenSetAssigner is not fitted; call fit first")
         x = np.asarray(vectors, np.float64)
-        d = np.sqrt(((x[:, None, :] - self.centroids_[None]) ** 2).sum(-1)) if len(x) else np.zeros((0, len(self.ids_)))
+        d = cdist(x, self.centroids_) if len(x) else np.zeros((0, len(self.ids_)))
         pos = d.argmin(1) if nearest is None else np.searchsorted(self.ids_, nearest)
         dist = d[np.arange(len(x)), pos]
         limit = self.radius_[pos]
