@@ -3,7 +3,8 @@
 ``folders``  OUT/<name>/<image>                       one folder per cluster (copies, or links with ``link``)
 ``mvtec``    OUT/test/<name>/<image> + OUT/ground_truth/<name>/<stem>_mask.png   (no masks for ``good``)
 ``coco``     OUT/annotations.json + OUT/images/<image>  one instance (RLE mask, box, area) per connected region of
-             an image's mask, category = its cluster's name (pycocotools encodes the RLE)
+             an image's mask, category = its cluster's name (pycocotools encodes the RLE); images of a cluster named
+             ``good``/``ok``/``normal`` are listed without instances
 
 Only named clusters are exported unless ``include_unnamed`` (then as ``cluster-<id>``). Image file names are the
 run's flattened names (``test/crack/001.png`` → ``test__crack__001.png``) so no two collide.
@@ -52,6 +53,11 @@ def _mask(labels: RunLabels, regions, index: int, name: str, size: tuple[int, in
     return np.asarray(Image.fromarray(small).resize((int(size[1]), int(size[0])), Image.NEAREST)) >= 128
 
 
+def _normal(names) -> set[str]:
+    """The names that mean defect-free (no masks, no COCO category)."""
+    return {n for n in names if n.lower() in GOOD_NAMES}
+
+
 def _selection(state: LabelState, include_unnamed: bool) -> dict[int, str]:
     chosen = {k: state.display(k) for k in state.clusters if include_unnamed or k in state.names}
     if not chosen:
@@ -75,7 +81,7 @@ def export_run(run_dir: str, fmt: str, out_dir: str, link: str = "copy", include
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     coco = {"info": {"description": f"anomaly-cluster export of {labels.path}"}, "images": [], "annotations": [], "categories": []}
-    categories = {name: i + 1 for i, name in enumerate(sorted(set(chosen.values())))}
+    categories = {name: i + 1 for i, name in enumerate(sorted(set(chosen.values()) - _normal(chosen.values())))}
     coco["categories"] = [{"id": i, "name": n, "supercategory": "defect"} for n, i in categories.items()]
     for i, (name, k) in enumerate(zip(images.names, state.labels.tolist())):
         if k not in chosen:
