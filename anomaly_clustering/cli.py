@@ -462,16 +462,17 @@ def cmd_refit(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
     from .labelling import describe
-    from .refit import BASES, refit_run
+    from .refit import BASES, HEADS, refit_run
 
     p = ArgumentParser(prog="anomaly-cluster refit", description=COMMANDS["refit"], exit_on_error=False)
     p.add_argument("--run", type=str, required=True, help="a run folder with named clusters")
     p.add_argument("--base", type=str, default="named", help=f"labelled images: {' or '.join(BASES)} (named: all members of named clusters; reviewed: only images moved by hand)")
-    p.add_argument("--quantile", type=float, default=0.9, help="an image joins a named class within this quantile of its members' distances")
+    p.add_argument("--head", type=str, default="logistic", help=f"{' or '.join(HEADS)} (logistic: a classifier on the embeddings, leftovers to Ward; seeded-kmeans: constrained k-means)")
+    p.add_argument("--quantile", type=float, default=0.9, help="logistic head: an image joins a named class within this quantile of its members' distances")
     p.add_argument("--n_novel", type=int | None, default=None, help="clusters for the rest (default: as many as were unnamed)")
     p.add_argument("--seed", type=int, default=0)
     cfg = _parse(p, argv)
-    state, result = refit_run(cfg.run, cfg.base, cfg.quantile, cfg.n_novel, cfg.seed)
+    state, result = refit_run(cfg.run, cfg.base, cfg.quantile, cfg.n_novel, cfg.seed, cfg.head)
     print(f"refit: {result.n_labelled} labelled, {result.n_accepted} joined a named class, {result.n_pooled} re-clustered; clusters: {describe(state)} (relabel --undo takes it back)")
     return 0
 

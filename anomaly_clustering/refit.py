@@ -4,7 +4,9 @@ A supervised head (logistic regression on the standardised, PCA-reduced embeddin
 classes from their labelled images; an unlabelled image joins the class the head predicts when it lies within that
 class's calibrated radius (a quantile of the labelled members' distances to their centroid; over all labelled images for a class of
 fewer than ``min_members``); every other image is
-pooled and re-clustered by Ward into as many clusters as were still unnamed. The labelled images are either all
+pooled and re-clustered by Ward into as many clusters as were still unnamed. The ``seeded-kmeans`` head instead
+runs constrained k-means (Basu et al. 2002) in the run's own embedding space from the current clusters, the
+labelled images held in their class. The labelled images are either all
 members of named clusters (``base="named"``, AnomalyNCD's base set) or only the images the user moved by hand into
 a named cluster (``base="reviewed"``: the other members of named clusters are re-assigned too; a named cluster
 without any reviewed image counts as reviewed as a whole). The result is
@@ -22,6 +24,7 @@ from .labelling import EditError, Edits, LabelState, RunLabels
 __all__ = ["SupervisedRefit", "refit_run", "reviewed_images"]
 
 BASES = ("named", "reviewed")
+HEADS = ("logistic", "seeded-kmeans")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class RefitResult:
 class SupervisedRefit:
     """Head on labelled base classes + Ward on the leftovers. Parameters are checked at the start of ``fit``."""
 
-    def __init__(self, quantile: float = 0.9, n_novel: int | None = None, max_dims: int = 64, C: float = 1.0, min_members: int = 5, seed: int = 0):
+    def __init__(self, head: str = "logistic", quantile: float = 0.9, n_novel: int | None = None, max_dims: int = 64, C: float = 1.0, min_members: int = 5, seed: int = 0):
+        self.head = head
         self.quantile = quantile
         self.min_members = min_members
         self.n_novel = n_novel
@@ -46,14 +50,17 @@ class SupervisedRefit:
         self.seed = seed
 
     def _check(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r}: choose one of {', '.join(HEADS)}")
         if not 0 < self.quantile <= 1:
             raise ValueError(f"quantile={self.quantile}: give a value in (0, 1]")
         if self.n_novel is not None and self.n_novel < 0:
             raise ValueError(f"n_novel={self.n_novel}: give 0 or more")
 
-    def fit_assign(self, vectors: np.ndarray, classes: np.ndarray, n_novel: int) -> RefitResult:
+    def fit_assign(self, vectors: np.ndarray, classes: np.ndarray, n_novel: int, init: np.ndarray | None = None) -> RefitResult:
         """``classes``: per row a base-class index (0…C−1) or −1 when unlabelled. Returns per row a class index,
-        or C + j for the j-th re-clustered group."""
+        or C + j for the j-th re-clustered group. ``init`` (the current groups in that numbering) is where the
+        ``seeded-kmeans`` head starts."""
         from sklearn.decomposition import PCA
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
@@ -64,6 +71,12 @@ class SupervisedRefit:
         n_classes = int(classes.max()) + 1 if labelled.any() else 0
         if n_classes == 0:
             raise EditError("refit: no labelled images; name at least one cluster first (relabel --edits)")
+        if self.head == "seeded-kmeans":
+            if init is None:
+                raise ValueError("head='seeded-kmeans' needs the current groups (init)")
+            out = seeded_kmeans(np.asarray(vectors, np.float64), classes, init)
+            moved = int((out != init)[~labelled].sum())
+            return RefitResult(out, int(labelled.sum()), moved, 0)
         x = StandardScaler().fit_transform(np.asarray(vectors, np.float64))
         dims = int(min(self.max_dims, x.shape[1], max(1, len(x) - 1)))
         z = PCA(dims, random_state=self.seed).fit_transform(x) if dims < x.shape[1] else x
@@ -88,6 +101,24 @@ class SupervisedRefit:
         return RefitResult(out, int(labelled.sum()), int((~labelled & ~pool).sum()), int(pool.sum()))
 
 
+def seeded_kmeans(x: np.ndarray, classes: np.ndarray, init: np.ndarray, max_iter: int = 100) -> np.ndarray:
+    """Seeded/constrained k-means (Basu et al. 2002) in the run's own embedding space: labelled rows stay in their
+    class, the others move to the nearest group mean until nothing changes; starts from ``init``."""
+    from scipy.spatial.distance import cdist
+
+    fixed = classes >= 0
+    labels = np.where(fixed, classes, init)
+    groups = int(labels.max()) + 1
+    for _ in range(max_iter):
+        present = np.array([np.any(labels == g) for g in range(groups)])
+        means = np.stack([x[labels == g].mean(0) if p else np.full(x.shape[1], np.inf) for g, p in enumerate(present)])
+        new = np.where(fixed, classes, cdist(x, np.where(np.isfinite(means), means, 1e30)).argmin(1))
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
 def _ward(z: np.ndarray, k: int) -> np.ndarray:
     from sklearn.cluster import AgglomerativeClustering
 
@@ -104,7 +135,7 @@ def reviewed_images(labels: RunLabels) -> set[str]:
     return out
 
 
-def refit_run(run_dir: str, base: str = "named", quantile: float = 0.9, n_novel: int | None = None, seed: int = 0) -> tuple[LabelState, RefitResult]:
+def refit_run(run_dir: str, base: str = "named", quantile: float = 0.9, n_novel: int | None = None, seed: int = 0, head: str = "logistic") -> tuple[LabelState, RefitResult]:
     """Refit a run's unnamed (or unreviewed) images from its named clusters; store the moves as an edit file."""
     if base not in BASES:
         raise EditError(f"--base {base}: choose one of {', '.join(BASES)}")
@@ -122,11 +153,16 @@ def refit_run(run_dir: str, base: str = "named", quantile: float = 0.9, n_novel:
         in_named = reviewed | whole
     classes = np.full(len(names), -1)
     classes[in_named] = np.searchsorted(named, state.labels[in_named])
-    head = SupervisedRefit(quantile=quantile, n_novel=n_novel, seed=seed)
-    result = head.fit_assign(labels.vectors(), classes, len(unnamed))
+    order = {k: j for j, k in enumerate([*named, *unnamed])}
+    init = np.array([order[k] for k in state.labels.tolist()])
+    refit = SupervisedRefit(head=head, quantile=quantile, n_novel=n_novel, seed=seed)
+    try:
+        result = refit.fit_assign(labels.vectors(), classes, len(unnamed), init)
+    except ValueError as exc:
+        raise EditError(f"refit: {exc}") from None
     free = iter([*unnamed, *range(max(state.clusters) + 1, max(state.clusters) + 1 + len(names))])
     novel_ids = {j: next(free) for j in sorted(set(result.labels[result.labels >= len(named)].tolist()))}
     new = np.array([named[c] if c < len(named) else novel_ids[c] for c in result.labels.tolist()])
     moves = {n: int(k) for n, k, old in zip(names, new.tolist(), state.labels.tolist()) if k != old}
-    note = f"refit base={base} quantile={quantile}: {result.n_labelled} labelled, {result.n_accepted} joined a named class, {result.n_pooled} re-clustered"
+    note = f"refit head={head} base={base} quantile={quantile}: {result.n_labelled} labelled, {result.n_accepted} joined a named class, {result.n_pooled} re-clustered"
     return labels.apply(Edits(move=moves, note=note)), result
