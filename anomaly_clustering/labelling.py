@@ -29,7 +29,7 @@ from .data import DataError
 from .runs import RunFolder
 from .store import atomic_write_text
 
-__all__ = ["EditError", "Edits", "LabelState", "RunLabels", "apply_edits", "split_members"]
+__all__ = ["EditError", "Edits", "LabelState", "RunLabels", "apply_edits", "split_members", "describe"]
 
 EDIT_KEYS = ("names", "merge", "move", "split", "note")
 
@@ -201,7 +201,7 @@ def apply_edits(state: LabelState, edits: Edits, names_index: Mapping[str, int],
         else:
             names[k] = name
     with_names = replace(state, names=dict(names))
-    pairs = [(state.resolve(a, "merge"), with_names.resolve(b, "merge")) for a, b in edits.merge]
+    pairs = [(with_names.resolve(a, "merge"), with_names.resolve(b, "merge")) for a, b in edits.merge]
     labels = _merge(labels, names, pairs)  # 2. merges
     after_merge = labels.copy()
     for image, ref in edits.move.items():  # 3. moves (a new integer id opens a cluster)
@@ -261,9 +261,10 @@ class RunLabels:
         if not files:
             return state
         index = {n: i for i, n in enumerate(self.image_names())}
-        vectors = self.vectors() if any(Edits.read(f).split for f in files) else None
-        for f in files:
-            state = apply_edits(state, Edits.read(f), index, vectors)
+        edits = [Edits.read(f) for f in files]
+        vectors = self.vectors() if any(e.split for e in edits) else None
+        for e in edits:
+            state = apply_edits(state, e, index, vectors)
         return state
 
     # ------------------------------------------------------------------------------------------------- writing

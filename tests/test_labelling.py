@@ -219,3 +219,29 @@ def test_report_edit_controls_in_headless_browser(run: Path, tmp_path: Path) -> 
     assert table[image] == (max(RunLabels(run).initial().clusters) + 1, "")
     assert main(["report", "--run", str(run)]) == 0  # the page now shows the edited clusters
     assert "value='pit marks'" in page.read_text()
+
+
+def test_open_set_assigner_on_blobs() -> None:
+    from anomaly_clustering.openset import OpenSetAssigner
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 8)), rng.normal(20, 1, (40, 8))])
+    state = LabelState(np.repeat([0, 1], 40), {1: "good"})
+    with pytest.raises(RuntimeError, match="not fitted"):
+        OpenSetAssigner().predict(x)
+    assigner = OpenSetAssigner(0.99).fit(x, state)
+    new = np.concatenate([rng.normal(0, 1, (20, 8)), rng.normal(20, 1, (20, 8)), rng.normal(-30, 1, (5, 8))])
+    result = assigner.predict(new)
+    assert result.names[-5:] == ("unknown",) * 5 and (result.clusters[-5:] == -1).all()
+    assert np.mean(result.unknown[:40]) <= 0.1
+    assert set(result.names[20:40]) <= {"good", "unknown"} and set(result.names[:20]) <= {"cluster-0", "unknown"}
+    assert not OpenSetAssigner(None).fit(x, state).predict(new).unknown.any()
+
+
+def test_seeded_kmeans_keeps_labelled_rows() -> None:
+    from anomaly_clustering.refit import seeded_kmeans
+
+    x = np.array([[0.0], [0.2], [0.4], [10.0], [10.2], [5.3]])
+    classes = np.array([0, -1, -1, 1, -1, 0])  # the reviewer put the ambiguous 5.3 into class 0
+    out = seeded_kmeans(x, classes, init=np.array([0, 1, 1, 1, 1, 1]))
+    assert out.tolist() == [0, 0, 0, 1, 1, 0]
