@@ -7,9 +7,9 @@ fewer than ``min_members``); every other image is
 pooled and re-clustered by Ward into as many clusters as were still unnamed. The ``seeded-kmeans`` head instead
 runs constrained k-means (Basu et al. 2002) in the run's own embedding space from the current clusters, the
 labelled images held in their class. The labelled images are either all
-members of named clusters (``base="named"``, AnomalyNCD's base set) or only the images the user moved by hand into
-a named cluster (``base="reviewed"``: the other members of named clusters are re-assigned too; a named cluster
-without any reviewed image counts as reviewed as a whole). The result is
+members of named clusters (``base="named"``, AnomalyNCD's base set) or only the images listed under ``move`` in
+the user's edit files (``base="reviewed"``; list an image with its own cluster to confirm it): the other members
+of named clusters are re-assigned too, and a named cluster without any reviewed image counts as reviewed as a whole. The result is
 stored as one more edit file (moves), so ``relabel --undo`` takes it back.
 """
 
@@ -126,7 +126,8 @@ def _ward(z: np.ndarray, k: int) -> np.ndarray:
 
 
 def reviewed_images(labels: RunLabels) -> set[str]:
-    """Images the user moved by hand in any edit file of the history (refit's own moves excluded)."""
+    """Images listed under ``move`` in any edit file of the history (moved or confirmed by hand; refit's own moves
+    excluded)."""
     out: set[str] = set()
     for path in labels.history():
         edits = Edits.read(path)
