@@ -197,6 +197,26 @@ def openset_study(name: str, data: Path, types: dict[str, list[str]], args, out:
     out[name]["openset"] = rows
 
 
+def markdown(out: dict) -> str:
+    """The result tables in the form benchmarks/README.md shows them (means ± standard deviation over seeds)."""
+    lines = []
+    for name, res in out.items():
+        if "refit" in res:
+            floor = res["refit"]["floor"]
+            rows = res["refit"]["rows"]
+            lines += [f"\n{name} ({res['images']} images), floor NMI {floor:.3f}", "| step | NMI all | NMI unreviewed | g (all) |", "|---|---|---|---|"]
+            for key in [k for k in rows[0] if k != "seed"]:
+                a = np.array([r[key][0] for r in rows])
+                u = np.array([r[key][1] for r in rows])
+                g = (a - floor) / (1 - floor)
+                lines.append(f"| {key} | {a.mean():.3f} ± {a.std():.3f} | {u.mean():.3f} ± {u.std():.3f} | {g.mean():+.3f} |")
+        if "openset" in res:
+            lines += [f"\n{name} open set: share flagged unknown (held-back type / known held-back images)", "| held back | " + " | ".join(f"q = {q}" for q in QUANTILES) + " |", "|---" * (len(QUANTILES) + 1) + "|"]
+            for r in res["openset"]:
+                lines.append(f"| {r['held']} ({r['n_held']} / {r['n_known']}) | " + " | ".join(f"{r[str(q)][0]:.2f} / {r[str(q)][1]:.2f}" for q in QUANTILES) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_root", default=None, help="folder holding the sets (default: ANOMALY_CLUSTERING_DATA or ../shared/data)")
@@ -224,6 +244,7 @@ def main() -> None:
         if "openset" not in args.skip:
             openset_study(name, data, types, args, out)
     print(json.dumps(out, indent=1))
+    print(markdown(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 
