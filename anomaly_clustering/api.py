@@ -49,6 +49,7 @@ class Prediction:
     anomaly_maps: AnomalyMaps
     regions: Regions
     clustering: Clustering
+    embeddings: Embeddings | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -126,7 +127,7 @@ class FittedRun:
             regions = comps["binarizer"].transform(maps, image_set)
             emb = comps["representation"].transform(image_set, maps, regions)
             clustering = comps["clusterer"].predict(emb)
-        return Prediction(image_set, maps, regions, clustering)
+        return Prediction(image_set, maps, regions, clustering, emb)
 
 
 def load_run(run_dir: str | os.PathLike) -> FittedRun:

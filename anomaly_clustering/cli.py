@@ -35,6 +35,9 @@ COMMANDS = {
     "report": "write a static HTML page for a run",
     "benchmark": "run localizers × classifiers on labelled sets and print one table",
     "example": "write a small generated example set (MVTec layout, three defect kinds) to a folder",
+    "relabel": "apply an edit file to a run's clusters (names, merges, moves, splits), or --undo the last one",
+    "refit": "re-cluster a run's unnamed images, its named clusters serving as labelled base classes",
+    "export": "write a run's named clusters as folders, an MVTec AD tree or COCO instance masks",
 }
 
 
@@ -139,18 +142,19 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--strict", type=bool, nargs="?", const=True, default=False)
     p.add_argument("--save_pngs", type=bool, nargs="?", const=True, default=True)
     p.add_argument("--quiet", type=bool, nargs="?", const=True, default=False)
+    p.add_argument("--reject", type=str, default="0.99", help="quantile of fitted distances beyond which an image is 'unknown', or 'off'")
     cfg = _parse(p, argv)
     from .command_checks import validate_predict
 
     validate_predict(cfg)
+    reject = _reject_quantile(cfg.reject)
     fitted = load_run(cfg.run)
     fitted.check_can_predict()  # before reading any image
     images = load_image_set(cfg.data, cfg.include, cfg.exclude, strict=cfg.strict)
     pred = fitted.predict(images, device=cfg.device, quiet=cfg.quiet)
-    maps, regions, clustering = pred.anomaly_maps, pred.regions, pred.clustering
-    out = write_predictions(cfg.output or Path(cfg.run) / "predictions", images, maps, regions, clustering, cfg.save_pngs)
-    counts = {int(k): int((clustering.labels == k).sum()) for k in sorted(set(clustering.labels.tolist()))}
-    print(f"{len(images)} images assigned to clusters {counts}; written to {out / 'predictions.csv'}")
+    out = write_predictions(cfg.output or Path(cfg.run) / "predictions", images, pred.anomaly_maps, pred.regions, pred.clustering, cfg.save_pngs)
+    counts = _open_set_hook(Path(cfg.run), images, pred.embeddings, pred.clustering, reject, out / "predictions.csv")
+    print(f"{len(images)} images assigned: {counts}; written to {out / 'predictions.csv'}")
     return 0
 
 
@@ -212,7 +216,80 @@ def cmd_example(argv: list[str]) -> int:
     return 0
 
 
-HANDLERS = {"list": cmd_list, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "report": cmd_report, "benchmark": cmd_benchmark, "example": cmd_example}
+def _reject_quantile(value: str) -> float | None:
+    from .openset import parse_reject
+
+    try:
+        return parse_reject(value)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _open_set_hook(run_dir: Path, images, emb, clustering, reject: float | None, csv_path: Path) -> dict[str, int]:
+    """predict's open-set step: current cluster names, ``good``, ``unknown`` beyond the radius, fitted images kept."""
+    from .openset import annotate_predictions, open_set_predict
+
+    result = open_set_predict(run_dir, images, emb, clustering, reject)
+    annotate_predictions(csv_path, result)
+    return {n: result.names.count(n) for n in sorted(set(result.names))}
+
+
+def cmd_relabel(argv: list[str]) -> int:
+    from jsonargparse import ArgumentParser
+
+    from .labelling import Edits, RunLabels, describe
+
+    p = ArgumentParser(prog="anomaly-cluster relabel", description=COMMANDS["relabel"], exit_on_error=False)
+    p.add_argument("--run", type=str, required=True, help="a finished run folder")
+    p.add_argument("--edits", type=str | None, default=None, help="edit file (YAML or JSON: names, merge, move, split)")
+    p.add_argument("--undo", type=bool, nargs="?", const=True, default=False, help="take back the last applied edit file")
+    cfg = _parse(p, argv)
+    if bool(cfg.edits) == bool(cfg.undo):
+        raise CLIError("give either --edits FILE or --undo")
+    labels = RunLabels(cfg.run)
+    state = labels.undo() if cfg.undo else labels.apply(Edits.read(cfg.edits))
+    print(f"{'undone' if cfg.undo else 'applied'}; {len(labels.history())} edit file(s) in the history; clusters: {describe(state)}; labels: {labels.path / 'labels.csv'}")
+    return 0
+
+
+def cmd_refit(argv: list[str]) -> int:
+    from jsonargparse import ArgumentParser
+
+    from .labelling import describe
+    from .refit import BASES, HEADS, refit_run
+
+    p = ArgumentParser(prog="anomaly-cluster refit", description=COMMANDS["refit"], exit_on_error=False)
+    p.add_argument("--run", type=str, required=True, help="a run folder with named clusters")
+    p.add_argument("--base", type=str, default="named", help=f"labelled images: {' or '.join(BASES)} (named: all members of named clusters; reviewed: only images moved by hand)")
+    p.add_argument("--head", type=str, default="logistic", help=f"{' or '.join(HEADS)} (logistic: a classifier on the embeddings, leftovers to Ward; seeded-kmeans: constrained k-means)")
+    p.add_argument("--quantile", type=float, default=0.9, help="logistic head: an image joins a named class within this quantile of its members' distances")
+    p.add_argument("--n_novel", type=int | None, default=None, help="clusters for the rest (default: as many as were unnamed)")
+    p.add_argument("--seed", type=int, default=0)
+    cfg = _parse(p, argv)
+    state, result = refit_run(cfg.run, cfg.base, cfg.quantile, cfg.n_novel, cfg.seed, cfg.head)
+    print(f"refit: {result.n_labelled} labelled, {result.n_accepted} joined a named class, {result.n_pooled} re-clustered; clusters: {describe(state)} (relabel --undo takes it back)")
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    from jsonargparse import ArgumentParser
+
+    from .export import FORMATS, LINKS, export_run
+
+    p = ArgumentParser(prog="anomaly-cluster export", description=COMMANDS["export"], exit_on_error=False)
+    p.add_argument("out", type=str, help="output folder")
+    p.add_argument("--run", type=str, required=True, help="a finished run folder")
+    p.add_argument("--format", type=str, default="folders", help=" | ".join(FORMATS))
+    p.add_argument("--link", type=str, default="copy", help=" | ".join(LINKS))
+    p.add_argument("--include_unnamed", type=bool, nargs="?", const=True, default=False, help="also export unnamed clusters as cluster-<id>")
+    cfg = _parse(p, argv)
+    counts = export_run(cfg.run, cfg.format, cfg.out, cfg.link, cfg.include_unnamed)
+    print(f"exported {sum(counts.values())} images ({cfg.format}) to {cfg.out}: {counts}")
+    return 0
+
+
+HANDLERS = {"list": cmd_list, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "report": cmd_report, "benchmark": cmd_benchmark, "example": cmd_example,
+            "relabel": cmd_relabel, "refit": cmd_refit, "export": cmd_export}
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

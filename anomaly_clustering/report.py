@@ -35,6 +35,7 @@ th{background:#eee} .gallery{display:flex;flex-wrap:wrap;gap:6px}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:3px;font-size:.72em;width:min-content}
 figure img{display:block} figcaption{overflow-wrap:anywhere;max-width:100%}
 .pair{display:flex;gap:2px} .note{color:#666;font-size:.85em} .tag{font-weight:bold}
+.edit{margin:.3em 0;font-size:.85em} .edit input{width:12em} .move-to{font-size:.9em;max-width:100%} #edits-toolbar{position:sticky;top:0;background:#fafafa;padding:.4em 0;z-index:1}
 """
 
 
@@ -119,6 +120,77 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+# ---------------------------------------------------------------------------------------------- edit controls
+def _current_clustering(run_dir: str, clustering: Any) -> tuple[Any, Any]:
+    """The run's current labels (the fit's, with ``relabel``/``refit`` edits applied) as a Clustering, and its state."""
+    import dataclasses
+
+    from .labelling import RunLabels
+
+    state = RunLabels(run_dir).state()
+    if np.array_equal(state.labels, np.asarray(clustering.labels)):
+        return clustering, state
+    return dataclasses.replace(clustering, labels=state.labels, n_clusters=int(state.labels.max()) + 1, probabilities=None), state
+
+
+def _edit_toolbar(run_dir: str) -> str:
+    """The button that downloads the edits made on the page, with a preview and the command that applies them."""
+    cmd = html.escape(f"anomaly-cluster relabel --run {Path(run_dir).name} --edits edits.json")
+    return ("<div id='edits-toolbar' class='edit'><button id='download-edits' type='button'>Download edits (edits.json)</button> "
+            f"<span class='note'>name clusters, merge them, move images; then apply with <code>{cmd}</code></span>"
+            "<pre id='edits-preview' class='note'></pre></div>")
+
+
+def _options(state: Any, exclude: int, blank: str, extra: str = "") -> str:
+    opts = [f"<option value=''>{html.escape(blank)}</option>"]
+    opts += [f"<option value='{j}'>{j}{' ' + html.escape(state.names[j]) if j in state.names else ''}</option>" for j in state.clusters if j != exclude]
+    return "".join(opts) + extra
+
+
+def _cluster_controls(k: int, state: Any) -> str:
+    """Per cluster: a name field (pre-filled with its current name) and a 'merge with' choice."""
+    name = html.escape(state.names.get(int(k), ""), quote=True)
+    return (f"<div class='edit'><label>name <input class='cluster-name' data-cluster='{k}' value='{name}' placeholder='unnamed'></label> "
+            f"<label>merge with <select class='merge-with' data-cluster='{k}'>{_options(state, k, '—')}</select></label></div>")
+
+
+def _image_control(image: str, k: int, state: Any) -> str:
+    """Per image: a 'move to' choice (another cluster, or a new one)."""
+    options = _options(state, k, "move to…", "<option value='new'>new cluster</option>")
+    return f"<br><select class='move-to' data-image='{html.escape(image, quote=True)}' title='move to'>{options}</select>"
+
+
+EDIT_SCRIPT = r"""<script>
+function collectEdits() {
+  const e = {names: {}, merge: {}, move: {}};
+  document.querySelectorAll('input.cluster-name').forEach(i => {
+    if (i.value.trim() !== i.defaultValue.trim()) e.names[i.dataset.cluster] = i.value.trim(); });
+  document.querySelectorAll('select.merge-with').forEach(s => {
+    if (s.value !== '') e.merge[s.dataset.cluster] = parseInt(s.value, 10); });
+  document.querySelectorAll('select.move-to').forEach(s => {
+    if (s.value !== '') e.move[s.dataset.image] = s.value === 'new' ? NEW_CLUSTER : parseInt(s.value, 10); });
+  for (const key of Object.keys(e)) if (Object.keys(e[key]).length === 0) delete e[key];
+  return e;
+}
+function downloadEdits() {
+  const text = JSON.stringify(collectEdits(), null, 1);
+  document.getElementById('edits-preview').textContent = text;
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([text + '\n'], {type: 'application/json'}));
+  a.download = 'edits.json';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+}
+document.getElementById('download-edits').addEventListener('click', downloadEdits);
+</script>"""
+
+
+def _edit_script(state: Any) -> str:
+    """The page's script: collects the changed fields into ``{names, merge, move}`` and downloads them as JSON."""
+    return EDIT_SCRIPT.replace("NEW_CLUSTER", str(int(state.labels.max()) + 1))
+
+
 def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, max_per_cluster: int = 60) -> Path:
     """Write ``<run>/report/index.html`` (+ thumbnails and plots beside it) and return its path. The folder is
     built beside the run and renamed into place whole, so a failure (a full disk) leaves the old report or none."""
@@ -142,6 +214,7 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
     run = RunFolder.open(run_dir)
     images = run.images()
     clustering, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
+    clustering, state = _current_clustering(run_dir, clustering)
     labels = np.asarray(clustering.labels)
     x = emb.image_vectors()
     (out / "img").mkdir(parents=True, exist_ok=True)
@@ -193,8 +266,9 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
     arr = np.asarray(maps.maps, np.float32)
     lo, hi = float(np.percentile(arr, 1)), float(arr.max())
     parts.append("<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>")
+    parts.append(_edit_toolbar(run_dir))
     work = []
-    for k in range(clustering.n_clusters):
+    for k in state.clusters:
         members = np.flatnonzero(labels == k)
         if len(members) == 0:
             continue
@@ -213,6 +287,7 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
                 counts[truth_names[i]] = counts.get(truth_names[i], 0) + 1
             composition = " · " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda t: -t[1]))
         parts.append(f"<div class='cluster' id='cluster-{k}'><h3>Cluster {k}: {len(members)} images{html.escape(composition)}</h3>")
+        parts.append(_cluster_controls(k, state))
         parts.append(f"<p class='note'>most typical: {html.escape(images.names[members[0]])}; least typical: {html.escape(images.names[members[-1]])}</p><div class='gallery'>")
         shown = members[:max_per_cluster]
         for rank, i in enumerate(shown):
@@ -229,13 +304,13 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
             true_txt = f" · true: {truth_names[i]}" if truth_names else ""
             parts.append(
                 f"<figure><div class='pair'><img src='img/{stem}.jpg' alt='{html.escape(images.names[i])}'><img src='img/{stem}_map.jpg' alt='anomaly map'></div>"
-                f"<figcaption>{html.escape(images.names[i])} · score {float(maps.scores[i]):.3g}{html.escape(true_txt)}{tag}</figcaption></figure>"
+                f"<figcaption>{html.escape(images.names[i])} · score {float(maps.scores[i]):.3g}{html.escape(true_txt)}{tag}{_image_control(images.names[i], k, state)}</figcaption></figure>"
             )
             next(bar, None)
         if len(members) > max_per_cluster:
             parts.append(f"<p class='note'>+{len(members) - max_per_cluster} more (see clusters.csv)</p>")
         parts.append("</div></div>")
-    parts.append("</section></body></html>")
+    parts.append("</section>" + _edit_script(state) + "</body></html>")
     page = out / "index.html"
     page.write_text("\n".join(parts))
     return page

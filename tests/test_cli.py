@@ -79,7 +79,8 @@ def test_predict_writes_predictions(fitted_run, example_root, tmp_path, capsys):
     assert "4 images assigned" in capsys.readouterr().out
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(0 <= int(r["cluster"]) < 4 for r in rows)
+    assert len(rows) == 4 and all(-1 <= int(r["cluster"]) < 4 for r in rows)  # -1: open-set "unknown"
+    assert all((r["name"] == "unknown") == (r["cluster"] == "-1") for r in rows)
     assert len(list((out / "maps").glob("*.npy"))) == 4
     # the fitted run itself is left as it was
     assert not (fitted_run / "predictions.csv").exists()
