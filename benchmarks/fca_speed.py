@@ -69,7 +69,7 @@ def fast_timings(xs: list[torch.Tensor], workers: int) -> float:
     (what the localizer does on a multi-core CPU)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from anomaly_clustering.plugins.fca.torch_model import fca_map
+    from anomaly_clustering.plugins.blind_lca.torch_model import fca_map
 
     torch.set_num_threads(1)
     fca_map(xs[0])  # warm-up
@@ -85,7 +85,7 @@ def fast_timings(xs: list[torch.Tensor], workers: int) -> float:
 
 def compare(label: str, xs: list[torch.Tensor], reference_images: int, workers: int) -> None:
     """One row per implementation: reference vs fast (1 thread) vs fast (``workers`` threads), equal maps."""
-    from anomaly_clustering.plugins.fca.torch_model import fca_map
+    from anomaly_clustering.plugins.blind_lca.torch_model import fca_map
 
     torch.set_num_threads(1)
     diffs, rels, t_ref = [], [], []
@@ -109,7 +109,7 @@ def one_size(args: argparse.Namespace) -> None:
     from anomaly_clustering import runtime
     from anomaly_clustering.backbones import FeatureSpec, extract_features
     from anomaly_clustering.data import load_image_set
-    from anomaly_clustering.plugins.fca.localizer import FCAVAELocalizer
+    from anomaly_clustering.plugins.blind_lca.localizer import FCAVAELocalizer
 
     images = load_image_set(args.data)
     order = np.random.default_rng(0).permutation(len(images))

@@ -25,7 +25,7 @@ from anomaly_clustering import runtime
 from anomaly_clustering.backbones import FeatureSpec, extract_features
 from anomaly_clustering.data import load_ground_truth, load_image_set
 from anomaly_clustering.features_ops import scale_per_instance
-from anomaly_clustering.plugins.fca.torch_model import fca_map
+from anomaly_clustering.plugins.blind_lca.torch_model import fca_map
 
 from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)
 

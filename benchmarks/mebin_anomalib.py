@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from anomaly_clustering.plugins.binarizers.mebin import MEBin
+from anomaly_clustering.plugins.ncd.mebin import MEBin
 from anomaly_clustering.records import AnomalyMaps
 from anomaly_clustering.store import load_record
 

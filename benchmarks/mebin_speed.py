@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from anomaly_clustering import runtime
-from anomaly_clustering.plugins.binarizers.mebin import MEBin
+from anomaly_clustering.plugins.ncd.mebin import MEBin
 from anomaly_clustering.records import AnomalyMaps
 
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download

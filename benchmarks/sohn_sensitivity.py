@@ -28,8 +28,8 @@ from anomaly_clustering import runtime
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, extract_features
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.metrics import clustering_scores
-from anomaly_clustering.plugins.blind_lca.sohn import classical_mds, nearest_patch_reductions
-from anomaly_clustering.plugins.clusterers.sklearn_clusterers import WardClusterer
+from anomaly_clustering.plugins.sohn.representations import classical_mds, nearest_patch_reductions
+from anomaly_clustering.plugins.common.clusterers import WardClusterer
 from anomaly_clustering.records import Embeddings
 
 from data_paths import default_set  # noqa: E402  (benchmarks/ is the script folder)

@@ -36,7 +36,7 @@ class NotALocalizer:
 """
 
 WRONG_VERSION = """
-from anomaly_clustering.plugins.clusterers.sklearn_clusterers import KMeansClusterer
+from anomaly_clustering.plugins.common.clusterers import KMeansClusterer
 
 class FutureKMeans(KMeansClusterer):
     '''Written against a future clusterer interface.'''

@@ -92,7 +92,7 @@ def test_broken_and_clashing_plugins_next_to_installed_ones(acme_site, tmp_path,
     write_fake_distribution(
         other, "other-plugins", "9.9",
         {"anomaly_clustering.localizers": {"acme-gradient": "other_plugins:Copy", "other-boom": "other_boom:Boom"}},
-        {"other_plugins": "from anomaly_clustering.plugins.simple import ColorStatsLocalizer as Copy\n",
+        {"other_plugins": "from anomaly_clustering.plugins.common.color_stats import ColorStatsLocalizer as Copy\n",
          "other_boom": "import not_a_module_that_exists\n"},
     )
     proc = cli("list", "--kind", "localizer", sites=(acme_site, other))

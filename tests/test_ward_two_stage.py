@@ -7,7 +7,7 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from anomaly_clustering.plugins.clusterers.sklearn_clusterers import WardClusterer, weighted_ward
+from anomaly_clustering.plugins.common.clusterers import WardClusterer, weighted_ward
 from anomaly_clustering.records import Embeddings
 
 

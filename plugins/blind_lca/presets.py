@@ -2,13 +2,6 @@
 
 from anomaly_clustering.interfaces import ClassifierPreset
 
-AVERAGE = ClassifierPreset(
-    representation="average",
-    clusterer="ward",
-    binarizer="otsu",
-    description="Sohn et al.'s Average: mean-pooled backbone features + Ward (the floor every method must beat)",
-)
-
 WEIGHTED = ClassifierPreset(
     representation="weighted-descriptor",
     clusterer="ward",
@@ -21,20 +14,6 @@ BLIND_LCA = ClassifierPreset(
     clusterer="ward",
     binarizer="quantile-heuristic",
     description="Blind-LCA: contrastive 1×1 head on pixels of the quantile-heuristic masks, eq. 2 descriptors + Ward",
-)
-
-MAX_HAUSDORFF = ClassifierPreset(
-    representation="max-hausdorff",
-    clusterer="ward",
-    binarizer="otsu",
-    description="Sohn et al.'s Max Hausdorff: Hausdorff distance between patch bags (MDS-embedded) + Ward; O(N²) time",
-)
-
-WEIGHTED_AVERAGE = ClassifierPreset(
-    representation="weighted-average",
-    clusterer="ward",
-    binarizer="otsu",
-    description="Sohn et al.'s Weighted Average: patches weighted by distance to the other images + Ward; O(N²) time",
 )
 
 ANOMALY_CONTEXT = ClassifierPreset(

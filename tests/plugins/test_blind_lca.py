@@ -22,8 +22,8 @@ from anomaly_clustering.examples import make_example_set, make_texture, plant_de
 from anomaly_clustering.records import AnomalyMaps, Regions
 from anomaly_clustering.plugins.blind_lca.contrastive import ContrastiveHead, PixelPools, hadsell_loss, image_neighbours, sample_step
 from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor, normalize_maps
-from anomaly_clustering.plugins.blind_lca.sohn import AveragePooling, MaxHausdorff, WeightedAverage, classical_mds
-from anomaly_clustering.plugins.clusterers.sklearn_clusterers import WardClusterer
+from anomaly_clustering.plugins.sohn.representations import AveragePooling, MaxHausdorff, WeightedAverage, classical_mds
+from anomaly_clustering.plugins.common.clusterers import WardClusterer
 
 SIZE = 128
 PER_CELL = 5  # images per (defect kind, texture look)

@@ -16,8 +16,8 @@ from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.examples import make_texture, plant_defect
 from anomaly_clustering.features_ops import gaussian_blur
-from anomaly_clustering.plugins.fca.localizer import FCALocalizer, FCAVAELocalizer
-from anomaly_clustering.plugins.fca.torch_model import FCAParams, FeatureVAE, fca_map, reference_distribution
+from anomaly_clustering.plugins.blind_lca.localizer import FCALocalizer, FCAVAELocalizer
+from anomaly_clustering.plugins.blind_lca.torch_model import FCAParams, FeatureVAE, fca_map, reference_distribution
 
 SIZE = 128  # image side; lite0 features at stride 8 → 16×16 maps
 

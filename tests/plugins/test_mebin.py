@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anomaly_clustering.plugins.binarizers.mebin import MEBin, count_components, erode_stack, longest_stable_run
+from anomaly_clustering.plugins.ncd.mebin import MEBin, count_components, erode_stack, longest_stable_run
 from anomaly_clustering.records import AnomalyMaps
 
 SIZE, SIGMA = 128, 6.0

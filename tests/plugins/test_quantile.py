@@ -10,7 +10,7 @@ from PIL import Image
 from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.examples import make_texture, plant_defect
-from anomaly_clustering.plugins.binarizers.quantile import QuantileHeuristic, quantile_threshold
+from anomaly_clustering.plugins.blind_lca.quantile import QuantileHeuristic, quantile_threshold
 from anomaly_clustering.records import AnomalyMaps
 
 

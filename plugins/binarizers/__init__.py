@@ -1,1 +1,0 @@
-"""Binarizers: anomaly maps → masks and connected regions."""

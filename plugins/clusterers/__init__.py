@@ -1,1 +1,0 @@
-"""Clusterers: embeddings → labels, wrapping scikit-learn."""
