@@ -1,7 +1,6 @@
 """MEBin: planted Gaussian blobs are counted and segmented; the stable-run rule; empty masks for normal maps."""
 
 import numpy as np
-import pytest
 
 from anomaly_clustering.plugins.ncd.mebin import MEBin, count_components, erode_stack, longest_stable_run
 from anomaly_clustering.records import AnomalyMaps

@@ -9,7 +9,7 @@ import torch
 from anomaly_clustering.backbones import MissingWeightsError
 from anomaly_clustering.data import load_ground_truth, load_image_set
 from anomaly_clustering.examples import make_example_set
-from anomaly_clustering.plugins.ncd.crops import crop_boxes, crop_images, merge_boxes
+from anomaly_clustering.plugins.ncd.crops import crop_boxes, merge_boxes
 from anomaly_clustering.plugins.ncd.merging import RegionMerge
 from anomaly_clustering.plugins.ncd.representation import MGViTNCD, attention_weights, cls_attention_bias, token_keep
 from anomaly_clustering.records import AnomalyMaps, Embeddings, Regions
