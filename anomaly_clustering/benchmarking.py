@@ -399,6 +399,7 @@ def benchmark_main(argv: list[str]) -> int:
     p = ArgumentParser(prog="anomaly-cluster benchmark", description="localizers × classifiers on labelled sets (MVTec layout), one table", exit_on_error=False)
     p.add_argument("--data", nargs="+", type=str, default=[], help="labelled set folders (e.g. …/mtd/test); or --suite")
     p.add_argument("--suite", type=str | None, default=None, help="a suite YAML (e.g. benchmarks/suite.yaml): sets and their protocols")
+    p.add_argument("--sets", type=str | None, default=None, help="comma-separated names of the suite's sets to run (default: all)")
     p.add_argument("--data_root", type=str | None, default=None, help=f"folder the suite's paths are relative to (default ${DATA_ENV}, else ../shared/data beside the repository)")
     p.add_argument("--localizers", type=str, default="fca", help="comma-separated localizer names")
     p.add_argument("--classifiers", type=str, default="weighted", help="comma-separated classifier names (the floor, average, is always added)")
@@ -423,6 +424,12 @@ def benchmark_main(argv: list[str]) -> int:
         if cfg.data:
             raise CLIError("give --suite or --data, not both")
         sets = load_suite(cfg.suite, cfg.data_root)
+        if cfg.sets:
+            wanted = [x for x in cfg.sets.split(",") if x]
+            unknown = set(wanted) - {s.name for s in sets}
+            if unknown:
+                raise CLIError(f"--sets: {sorted(unknown)} not in the suite ({', '.join(s.name for s in sets)})")
+            sets = [s for s in sets if s.name in wanted]
     elif cfg.data:
         sets = [SuiteSet(_set_name(d), d, "gt", cfg.exclude_good, cfg.subset, cfg.seed) for d in cfg.data]
     else:

@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=None)
     ap.add_argument("--localizer", default="fca")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--oracle", action="store_true", help="crops around the ground-truth masks instead of the maps (the ceiling)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -62,6 +63,15 @@ def main() -> None:
         conf = PipelineConfig(StageSpec(args.localizer), StageSpec("otsu"), StageSpec("average"), StageSpec("ward"), n_clusters=k)
         res = Pipeline(conf, runtime.cache_dir(), quiet=True).fit(images)
         maps = res.maps
+        if args.oracle:
+            gt = load_ground_truth(images)
+            if not gt.has_masks:
+                print(f"{s.name}: no masks, skipped for --oracle")
+                continue
+            import dataclasses
+
+            masks = np.stack([gt.load_mask(i, maps.map_size) for i in range(len(images))]).astype(np.float32)
+            maps = dataclasses.replace(maps, maps=masks, scores=masks.reshape(len(masks), -1).max(1))
         floor = nmi(true, res.clustering.labels)
         blocks = {}
         with runtime.settings(quiet=True):
@@ -69,24 +79,36 @@ def main() -> None:
                 blocks[f"ctx{size}"] = view_vectors(images, "context", FeatureSpec("tf_efficientnet_lite0", ("3", "4"), size), ("mean", "std"))
             boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes))
             blocks["crop224"] = view_vectors(images, "crop", FeatureSpec("tf_efficientnet_lite0", ("3", "4"), 224), ("mean", "std"), boxes)
-        half = lambda b: b[:, : b.shape[1] // 2]  # the mean statistics only (mean block comes first per stage? no: per stage mean, std)
         row = {"N": len(images), "K": k, "floor": floor, "variants": {}}
-        variants = {
-            "ctx384 mean+std": [_std_block(blocks["ctx384"])],
-            "crop224 mean+std": [_std_block(blocks["crop224"])],
-            "ctx384 + crop224": [_std_block(blocks["ctx384"]), _std_block(blocks["crop224"])],
-            "avg512 + ctx384 + crop224": [_std_block(AveragePooling().transform(images, maps, res.regions).vectors), _std_block(blocks["ctx384"]), _std_block(blocks["crop224"])],
-        }
+        blocks["avg512"] = AveragePooling().transform(images, maps, res.regions).vectors
+        names = ["avg512", "ctx384", "crop224"]
+        std = {n: _std_block(blocks[n]) for n in names}
         scores = np.asarray(maps.scores, np.float64)
-        for name, parts in variants.items():
-            x = np.concatenate(parts, 1)
-            row["variants"][f"{name} | ward"] = [nmi(true, _ward(x, k))]
-            emb = Embeddings.per_image(x, {"image_scores": scores.tolist()})
-            row["variants"][f"{name} | normal-first"] = [nmi(true, NormalFirstClusterer(n_clusters=k).fit_predict(emb).labels)]
-            row["variants"][f"{name} | consensus"] = [nmi(true, ConsensusClusterer(n_clusters=k, seed=sd).fit_predict(emb).labels) for sd in seeds]
+        from sklearn.metrics import silhouette_score
+
+        from anomaly_clustering.plugins.multiview.clusterers import ViewSelectClusterer, view_subsets
+
+        for subset in view_subsets(3):
+            name = " + ".join(names[i] for i in subset)
+            x = np.concatenate([std[names[i]] for i in subset], 1)
+            labels = _ward(x, k)
+            row["variants"][f"{name} | ward"] = [nmi(true, labels)]
+            row.setdefault("silhouette", {})[name] = float(silhouette_score(x, labels))
+            if len(subset) >= 2 and "avg512" not in name:
+                emb = Embeddings.per_image(x, {"image_scores": scores.tolist()})
+                row["variants"][f"{name} | normal-first"] = [nmi(true, NormalFirstClusterer(n_clusters=k).fit_predict(emb).labels)]
+                row["variants"][f"{name} | consensus"] = [nmi(true, ConsensusClusterer(n_clusters=k, seed=sd).fit_predict(emb).labels) for sd in seeds]
+        x = np.concatenate([std[n] for n in names], 1)
+        sel = ViewSelectClusterer(n_clusters=k).fit_predict(Embeddings.per_image(x, {"view_dims": [std[n].shape[1] for n in names], "views": names}))
+        row["variants"]["view-select (silhouette) | ward"] = [nmi(true, sel.labels)]
+        row["view_select"] = sel.info
+        for name in ("ctx384", "crop224"):
+            two = np.concatenate([std["ctx384"], 0.5 * std["crop224"]], 1) if name == "crop224" else np.concatenate([0.5 * std["ctx384"], std["crop224"]], 1)
+            row["variants"][f"ctx384 + crop224, {name.split('2')[0].split('3')[0]} ×0.5 | ward"] = [nmi(true, _ward(two, k))]
         row["seconds"] = time.perf_counter() - t0
         results[s.name] = row
         print(f"\n{s.name}: N={len(images)} K={k} floor {floor:.3f} ({row['seconds']:.0f} s)", flush=True)
+        print(f"  silhouettes {row['silhouette']}  view-select chose {row['view_select']['views_chosen']}", flush=True)
         for name, vals in row["variants"].items():
             g = [gap_closed(v, floor) for v in vals]
             print(f"  {name:<45} NMI {np.mean(vals):.3f} ± {np.std(vals):.3f}   g {np.mean(g):+.3f} (min {min(g):+.3f})", flush=True)

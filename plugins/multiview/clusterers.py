@@ -10,7 +10,7 @@ from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
 
-__all__ = ["otsu_split", "NormalFirstClusterer", "ConsensusClusterer", "co_association"]
+__all__ = ["otsu_split", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
 
 
 def otsu_split(scores: np.ndarray) -> tuple[float, float]:
@@ -48,15 +48,17 @@ class _Centroids(Clusterer):
 
 
 class NormalFirstClusterer(_Centroids):
-    """Normal first, then types: when the image scores split into a clear low-score majority, that group is one
-    cluster and Ward groups the rest into K − 1; otherwise Ward on all images into K.
+    """Normal first, then types: a clear low-score majority is one cluster, Ward splits the rest into K − 1.
+
+    When the image scores do not split that way, Ward clusters all images into K.
 
     The set-level rule: Otsu's threshold on the log image scores (``info["image_scores"]`` of the embeddings); the
     low group is set aside only if it holds at least ``min_normal_share`` of the images and Otsu's separability η is
-    at least ``min_separability``. Deterministic (Ward); ``seed`` is kept for the interface of seeded clusterers.
+    at least ``min_separability`` (without scores: Ward on all). Deterministic (Ward); ``seed`` is kept for the
+    interface of seeded clusterers.
     """
 
-    def __init__(self, n_clusters: int = 2, min_normal_share: float = 0.5, min_separability: float = 0.6, seed: int = 0):
+    def __init__(self, n_clusters: int = 2, min_normal_share: float = 0.5, min_separability: float = 0.8, seed: int = 0):
         self.n_clusters = n_clusters
         self.min_normal_share = min_normal_share
         self.min_separability = min_separability
@@ -68,12 +70,15 @@ class NormalFirstClusterer(_Centroids):
         x = embeddings.image_vectors().astype(np.float64)
         _check(x, self.n_clusters)
         scores = embeddings.info.get("image_scores")
-        if scores is None or len(scores) != len(x):
-            raise ValueError("normal-first needs the image scores in the embeddings' info['image_scores'] (one per image)")
-        s = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
-        threshold, eta = otsu_split(s)
-        normal = s <= threshold
+        if scores is not None and len(scores) != len(x):
+            raise ValueError(f"info['image_scores'] holds {len(scores)} scores for {len(x)} images")
         k = self.n_clusters
+        if scores is None:  # a representation that passes no scores: nothing to set aside
+            normal, eta = np.zeros(len(x), bool), 0.0
+        else:
+            s = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
+            threshold, eta = otsu_split(s)
+            normal = s <= threshold
         use = k >= 2 and normal.mean() >= self.min_normal_share and eta >= self.min_separability and (~normal).sum() >= k - 1
         labels = np.full(len(x), k - 1, dtype=np.int64)
         if use:
@@ -104,9 +109,11 @@ def co_association(label_sets: list[np.ndarray]) -> np.ndarray:
 
 
 class ConsensusClusterer(_Centroids):
-    """Several views, one answer: co-association of ``n_runs`` seeded k-means partitions, each on a random
-    ``feature_fraction`` of the dimensions with K' drawn from [K, ``k_factor``·K], then Ward on the co-association
-    rows (``final="ward"``) or average linkage on 1 − co-association (``final="average"``) into K clusters.
+    """Consensus of seeded k-means runs on random feature subspaces (co-association), cut into K clusters.
+
+    ``n_runs`` k-means partitions, each on a random ``feature_fraction`` of the dimensions with K' drawn from
+    [K, ``k_factor``·K]; then Ward on the co-association rows (``final="ward"``) or average linkage on
+    1 − co-association (``final="average"``) into K clusters.
 
     A weak view or an unlucky start counts in a few runs only, so it cannot decide the partition alone. ``seed``
     decides the subspaces and the k-means starts.
@@ -141,3 +148,57 @@ class ConsensusClusterer(_Centroids):
             labels = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(1.0 - co)
         self._remember(x.astype(np.float64), labels)
         return Clustering(labels.astype(np.int64), k, info={"consensus_runs": self.n_runs})
+
+
+def view_subsets(n_views: int) -> list[tuple[int, ...]]:
+    """Every non-empty subset of ``n_views`` views, smallest first."""
+    from itertools import combinations
+
+    return [c for r in range(1, n_views + 1) for c in combinations(range(n_views), r)]
+
+
+class ViewSelectClusterer(_Centroids):
+    """Ward on the views whose own K-partition is best separated (silhouette), chosen per set without labels.
+
+    The embeddings' ``info["view_dims"]`` splits the vectors into views; Ward clusters every non-empty subset of
+    views into K and the subset with the highest silhouette (Euclidean, on that subset's coordinates) wins, so a view
+    that carries no cluster structure on a set (e.g. crops of defect-free regions, or whole-image texture where the
+    defect is small) is left out there. ``max_views`` caps the subsets' size. Deterministic; ``seed`` is kept for
+    the interface of seeded clusterers (silhouette subsamples beyond ``sample`` images with it).
+    """
+
+    def __init__(self, n_clusters: int = 2, max_views: int = 3, sample: int = 2000, seed: int = 0):
+        self.n_clusters = n_clusters
+        self.max_views = max_views
+        self.sample = sample
+        self.seed = seed
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        from sklearn.metrics import silhouette_score
+
+        if self.max_views < 1 or self.sample < 10:
+            raise ValueError("max_views must be >= 1 and sample >= 10")
+        x = embeddings.image_vectors().astype(np.float64)
+        k = self.n_clusters
+        _check(x, k)
+        dims = [int(d) for d in embeddings.info.get("view_dims") or [x.shape[1]]]
+        if sum(dims) != x.shape[1]:
+            raise ValueError(f"info['view_dims'] {dims} do not add up to the {x.shape[1]} embedding dimensions")
+        edges = np.cumsum([0, *dims])
+        names = list(embeddings.info.get("views") or [f"view{i}" for i in range(len(dims))])
+        best: tuple[float, tuple[int, ...], np.ndarray] | None = None
+        scores: dict[str, float] = {}
+        sample = min(len(x), self.sample)
+        for subset in [s for s in view_subsets(len(dims)) if len(s) <= self.max_views]:
+            cols = np.concatenate([np.arange(edges[i], edges[i + 1]) for i in subset])
+            xs = x[:, cols]
+            labels = _ward(xs, k)
+            n_lab = len(np.unique(labels))
+            score = float(silhouette_score(xs, labels, sample_size=sample, random_state=self.seed)) if 1 < n_lab < len(x) else -1.0
+            scores["+".join(names[i] for i in subset)] = round(score, 4)
+            if best is None or score > best[0]:
+                best = (score, subset, labels)
+        assert best is not None
+        labels = best[2]
+        self._remember(x, labels)
+        return Clustering(labels, k, info={"views_chosen": [names[i] for i in best[1]], "view_silhouettes": scores})

@@ -22,3 +22,10 @@ MULTIVIEW_CONSENSUS = ClassifierPreset(
     binarizer="otsu",
     description="Multi-view descriptor; co-association consensus of seeded k-means runs on random feature subspaces",
 )
+
+MULTIVIEW_SELECT = ClassifierPreset(
+    representation={"name": "multiview", "views": ("average", "context", "crop"), "view_weights": (1.0, 1.0, 1.0)},
+    clusterer="view-select",
+    binarizer="otsu",
+    description="Multi-view with the Average floor as a view; Ward on the view subset with the best silhouette, chosen per set",
+)

@@ -16,6 +16,8 @@ __all__ = ["MultiViewDescriptor"]
 class MultiViewDescriptor(Representation):
     """Deep-stage mean/std statistics of the whole image (context) and of a full-resolution crop around its anomaly.
 
+    ``average`` (optional view): the mean-pooled default backbone features at ``average_size`` (Sohn et al.'s
+    Average, the floor), so that a view-selecting clusterer can fall back on it.
     ``context``: the image resized to ``context_size``, backbone stages ``layers`` (Lite0 "3", "4": strides 16 and
     32), each channel's spatial mean and standard deviation. ``crop``: the square around the anomaly map's peak
     region (``box_level``, ``box_margin``, ``box_min_side``; see :func:`anomaly_boxes`) cut from the image at its
@@ -33,6 +35,7 @@ class MultiViewDescriptor(Representation):
         view_weights: tuple[float, ...] = (1.0, 1.0),
         stats: tuple[str, ...] = ("mean", "std"),
         context_size: int = 384,
+        average_size: int = 512,
         crop_size: int = 224,
         box_level: float = 0.5,
         box_margin: float = 0.25,
@@ -46,6 +49,7 @@ class MultiViewDescriptor(Representation):
         self.view_weights = view_weights
         self.stats = stats
         self.context_size = context_size
+        self.average_size = average_size
         self.crop_size = crop_size
         self.box_level = box_level
         self.box_margin = box_margin
@@ -60,8 +64,8 @@ class MultiViewDescriptor(Representation):
             raise ValueError(f"view_weights={list(weights)}: one non-negative weight per view (not all zero)")
         if not 0.0 < self.box_level < 1.0 or self.box_margin < 0 or not 0.0 < self.box_min_side <= 1.0:
             raise ValueError("box_level must lie in (0, 1), box_margin >= 0, box_min_side in (0, 1]")
-        if min(self.context_size, self.crop_size) < 32:
-            raise ValueError("context_size and crop_size must be at least 32 pixels")
+        if min(self.context_size, self.crop_size, self.average_size) < 32:
+            raise ValueError("context_size, crop_size and average_size must be at least 32 pixels")
 
     def _spec(self, size: int) -> FeatureSpec:
         return FeatureSpec(self.backbone, tuple(str(l) for l in self.layers), int(size), self.backbone_weights)
@@ -71,7 +75,9 @@ class MultiViewDescriptor(Representation):
             raise ValueError(f"{len(maps)} anomaly maps for {len(images)} images")
         blocks = []
         for view in self.views:
-            if view == "context":
+            if view == "average":
+                blocks.append(view_vectors(images, "average", FeatureSpec(self.backbone, (), int(self.average_size), self.backbone_weights), ()))
+            elif view == "context":
                 blocks.append(view_vectors(images, "context", self._spec(self.context_size), self.stats, batch_size=self.batch_size))
             else:
                 boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)

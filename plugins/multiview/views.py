@@ -14,14 +14,14 @@ from PIL import Image
 from scipy import ndimage
 
 from anomaly_clustering import runtime
-from anomaly_clustering.backbones import FeatureSpec, get_backbone
+from anomaly_clustering.backbones import FeatureSpec, extract_features, get_backbone
 from anomaly_clustering.data import load_image, load_resized
 from anomaly_clustering.records import ImageSet
 from anomaly_clustering.store import stable_hash
 
 __all__ = ["pooled_statistics", "anomaly_boxes", "crop_batch", "view_vectors", "VIEW_KINDS"]
 
-VIEW_KINDS = ("context", "crop")
+VIEW_KINDS = ("average", "context", "crop")
 
 
 def pooled_statistics(maps: Sequence[torch.Tensor], stats: Sequence[str] = ("mean", "std")) -> torch.Tensor:
@@ -89,10 +89,14 @@ def view_vectors(
     boxes: np.ndarray | None = None,
     batch_size: int = 16,
 ) -> np.ndarray:
-    """N×D pooled statistics of one view (``context``: whole images at ``spec.input_size``; ``crop``: the ``boxes``
-    cut at full resolution, resized to ``spec.input_size``), cached in the stage cache folder by content."""
+    """N×D pooled statistics of one view (``average``: the mean of the shared backbone features, Sohn et al.'s
+    Average; ``context``: whole images at ``spec.input_size``; ``crop``: the ``boxes`` cut at full resolution,
+    resized to ``spec.input_size``), cached in the stage cache folder by content."""
     if kind not in VIEW_KINDS:
         raise ValueError(f"view {kind!r}: choose one of {', '.join(VIEW_KINDS)}")
+    if kind == "average":  # Sohn et al.'s Average: the shared (cached) backbone features, mean-pooled
+        feats = extract_features(images, spec)
+        return np.concatenate([np.asarray(feats.data[s : s + 64], np.float32).mean(axis=(2, 3)) for s in range(0, len(images), 64)])
     key = stable_hash("multiview", kind, spec.backbone, spec.resolved_layers(), spec.input_size, spec.weights, list(stats),
                       None if boxes is None else np.asarray(boxes).tolist(), images.fingerprint())
     file = Path(runtime.cache_dir()) / "multiview" / f"{key}.npy"
