@@ -86,9 +86,10 @@ def _resolve_file(path: str) -> Path:
     return repo_root() / p
 
 
-def load_suite(path: str, data_root: str | None = None) -> list[SuiteSet]:
+def load_suite(path: str, data_root: str | None = None, only: Sequence[str] | None = None) -> list[SuiteSet]:
     """The sets of a suite YAML (``sets: {name: {data, n_clusters, exclude_good, subset, subset_seed}}``), their
-    folders resolved against the data root. Unknown keys and missing folders are errors (before any run)."""
+    folders resolved against the data root; ``only``: these sets alone (the others' folders need not exist).
+    Unknown keys, unknown names and missing folders are errors (before any run)."""
     from .cli import CLIError
 
     file = _resolve_file(path)
@@ -99,8 +100,13 @@ def load_suite(path: str, data_root: str | None = None) -> list[SuiteSet]:
     if not isinstance(sets, dict) or not sets:
         raise CLIError(f"--suite {path}: expected a mapping 'sets:' of set name → protocol")
     root = resolve_data_root(data_root)
+    unknown_sets = set(only or ()) - {str(n) for n in sets}
+    if unknown_sets:
+        raise CLIError(f"--sets: {sorted(unknown_sets)} not in the suite ({', '.join(map(str, sets))})")
     out: list[SuiteSet] = []
     for name, opts in sets.items():
+        if only and str(name) not in only:
+            continue
         opts = dict(opts or {})
         unknown = set(opts) - SUITE_KEYS
         if unknown:
@@ -423,13 +429,7 @@ def benchmark_main(argv: list[str]) -> int:
     if cfg.suite:
         if cfg.data:
             raise CLIError("give --suite or --data, not both")
-        sets = load_suite(cfg.suite, cfg.data_root)
-        if cfg.sets:
-            wanted = [x for x in cfg.sets.split(",") if x]
-            unknown = set(wanted) - {s.name for s in sets}
-            if unknown:
-                raise CLIError(f"--sets: {sorted(unknown)} not in the suite ({', '.join(s.name for s in sets)})")
-            sets = [s for s in sets if s.name in wanted]
+        sets = load_suite(cfg.suite, cfg.data_root, [x for x in (cfg.sets or "").split(",") if x] or None)
     elif cfg.data:
         sets = [SuiteSet(_set_name(d), d, "gt", cfg.exclude_good, cfg.subset, cfg.seed) for d in cfg.data]
     else:

@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=None)
     ap.add_argument("--localizer", default="fca")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--subset", type=int, default=None, help="a smaller class-stratified subset than the suite's (seed 0)")
     ap.add_argument("--oracle", action="store_true", help="crops around the ground-truth masks instead of the maps (the ceiling)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
         if args.sets and s.name not in args.sets:
             continue
         t0 = time.perf_counter()
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+        images = select_images(s.data, args.subset or s.subset, s.subset_seed, s.exclude_good)
         true, _ = load_ground_truth(images).label_ids()
         k = len(set(true.tolist()))
         conf = PipelineConfig(StageSpec(args.localizer), StageSpec("otsu"), StageSpec("average"), StageSpec("ward"), n_clusters=k)

@@ -46,6 +46,12 @@ def test_suite_paths_are_relative_to_the_data_root(tmp_path, monkeypatch) -> Non
             load_suite(str(_suite(tmp_path, bad)), str(tmp_path / "data"))
     with pytest.raises(CLIError):
         load_suite(str(tmp_path / "nope.yaml"), str(tmp_path / "data"))
+    two = _suite(tmp_path, {"a": {"data": "a/test"}, "b": {"data": "b/test"}})  # b's folder is missing
+    assert [x.name for x in load_suite(str(two), str(tmp_path / "data"), only=["a"])] == ["a"]
+    with pytest.raises(CLIError):
+        load_suite(str(two), str(tmp_path / "data"))
+    with pytest.raises(CLIError):
+        load_suite(str(two), str(tmp_path / "data"), only=["c"])
 
 
 def _row(data: str, clf: str, seed: int, nmi: float, k_mode: str = "given", k: int = 4) -> dict:

@@ -142,3 +142,30 @@ def test_maps_of_the_wrong_length_are_an_error() -> None:
     short = AnomalyMaps(np.asarray(maps.maps)[:2], np.asarray(maps.scores)[:2], np.asarray(maps.image_sizes)[:2])
     with pytest.raises(ValueError):
         MultiViewDescriptor(**SMALL).fit(images, short, testing.example_regions(maps))
+
+
+def test_view_select_keeps_the_view_with_cluster_structure() -> None:
+    from anomaly_clustering.plugins.multiview.clusterers import ViewSelectClusterer, view_subsets
+
+    assert view_subsets(2) == [(0,), (1,), (0, 1)]
+    x, truth = _blobs(3, 20, d=6)
+    noise = np.random.default_rng(5).normal(0, 3.0, (len(x), 40)).astype(np.float32)
+    emb = Embeddings.per_image(np.concatenate([noise, x], 1), {"view_dims": [40, 6], "views": ["noise", "signal"]})
+    res = ViewSelectClusterer(n_clusters=3).fit_predict(emb)
+    assert res.info["views_chosen"] == ["signal"]
+    assert normalized_mutual_info_score(truth, res.labels) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ViewSelectClusterer(n_clusters=3).fit_predict(Embeddings.per_image(x, {"view_dims": [2, 2]}))
+    testing.check_plugin("clusterer", ViewSelectClusterer)
+
+
+def test_average_view_is_the_mean_of_the_shared_features(tmp_path) -> None:
+    from anomaly_clustering.backbones import FeatureSpec, extract_features
+    from anomaly_clustering.plugins.multiview.views import view_vectors
+
+    images = testing.example_images()
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        spec = FeatureSpec("tf_efficientnet_lite0", (), 64)
+        v = view_vectors(images, "average", spec, ())
+        f = extract_features(images, spec)
+        assert np.allclose(v, np.asarray(f.data[:], np.float32).mean(axis=(2, 3)), atol=1e-5)
