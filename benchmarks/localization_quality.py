@@ -1,9 +1,16 @@
 """Localization quality (Blind-LCA Table 2 protocol): PRO@0.3, pixel AUROC and image AUROC of any localizer on whole
-test sets or stratified subsets (good images included, no labels used), beside the paper's MTD figures.
+test sets or stratified subsets (good images included, no labels used), beside the paper's MTD figures; and, per
+binarizer, what its masks mean: the share of defect-free images left with an EMPTY mask and the mean IoU / F1 of the
+anomalous images' masks against the ground truth (an empty mask scores 0).
 
-    ANOMALY_CLUSTERING_CACHE=/work/cache nice python benchmarks/localization_quality.py --sets mtd --localizers fca fca-vae
+    ANOMALY_CLUSTERING_CACHE=<cache> nice python benchmarks/localization_quality.py --sets mtd --localizers fca fca-vae
     python benchmarks/localization_quality.py --localizers fca fca-vae musc patchcore patchcore@reference --subset 200 \
         --option input_size=256
+    python benchmarks/localization_quality.py --sets mtd deeppcb neu_det mvtec_bottle --localizers mutual fca-vae \
+        --subset 400 --seeds 0 1 2 --binarizers null-threshold otsu mebin quantile-heuristic
+
+Data: ``--data`` or ``$ANOMALY_CLUSTERING_DATA``, else ``../shared/data`` beside the repository. ``--seeds``: each
+localizer with a ``seed`` parameter runs once per seed (rows carry the seed; the table shows mean ± spread).
 
 ``NAME@reference`` fits the localizer on the set's clean ``train/good`` (skipped where a set has none); every other
 localizer runs blind, fitted on the (sub)set it scores.
@@ -28,8 +35,8 @@ import torch.nn.functional as F
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
 PAPER_MTD = {"fca": (72.15, 74.48, 80.29), "fca-vae": (75.53, 75.32, 83.87)}  # PRO, AUROC_p, AUROC_i (Table 2)
-DATA = Path("/work/shared/data")
-NOTES = {"mtd": "pixel masks", "neu_det": "box masks", "mvtec_bottle": "no masks: image AUROC only"}
+DATA = Path(os.environ.get("ANOMALY_CLUSTERING_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+NOTES = {"mtd": "pixel masks", "neu_det": "box masks", "mvtec_bottle": "no masks: image AUROC only", "deeppcb": "derived masks"}
 
 
 def stratified(labels: list[str], n: int, seed: int = 0) -> np.ndarray:
@@ -43,7 +50,42 @@ def stratified(labels: list[str], n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def evaluate(set_name: str, localizer: str, eval_size: int, options: dict, every: int = 1, maps_dir: str | None = None, subset: int = 0) -> dict | None:
+def mask_scores(pred: np.ndarray, truth: np.ndarray | None, is_anomalous: np.ndarray) -> dict:
+    """What binary masks mean: share of defect-free images with an empty mask; mean IoU and F1 (Dice) of the masks
+    of anomalous images with a non-empty ground truth (an empty prediction scores 0); share of anomalous images
+    given any region."""
+    has = pred.reshape(len(pred), -1).any(1)
+    out = {"empty_good": None if is_anomalous.all() else round(100 * float(np.mean(~has[~is_anomalous])), 1),
+           "flagged_anomalous": None if not is_anomalous.any() else round(100 * float(np.mean(has[is_anomalous])), 1),
+           "iou": None, "f1": None}
+    if truth is not None:
+        rows = np.flatnonzero(is_anomalous & truth.reshape(len(truth), -1).any(1))
+        if len(rows):
+            p, t = pred[rows].reshape(len(rows), -1), truth[rows].reshape(len(rows), -1)
+            inter, union = (p & t).sum(1), (p | t).sum(1)
+            out["iou"] = round(100 * float(np.mean(inter / np.maximum(union, 1))), 1)
+            out["f1"] = round(100 * float(np.mean(2 * inter / np.maximum(p.sum(1) + t.sum(1), 1))), 1)
+    return out
+
+
+def run_binarizers(names: list[str], out, images, gt, is_anomalous: np.ndarray, options: dict) -> dict:
+    """Each binarizer fitted on the localizer's maps of the (sub)set: its :func:`mask_scores` and seconds."""
+    from anomaly_clustering.registry import create
+
+    h, w = out.maps.shape[1:]
+    truth = np.stack([gt.load_mask(i, (h, w)) for i in range(len(images))]) if gt.has_masks else None
+    res = {}
+    for name in names:
+        own = {k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(name + ".")}
+        binarizer = create("binarizer", name, **own)
+        start = time.perf_counter()
+        regions = binarizer.fit_transform(out, images)
+        res[name] = {**mask_scores(np.asarray(regions.masks, bool), truth, is_anomalous), "seconds": round(time.perf_counter() - start, 1)}
+    return res
+
+
+def evaluate(set_name: str, localizer: str, eval_size: int, options: dict, every: int = 1, maps_dir: str | None = None, subset: int = 0,
+             seed: int | None = None, binarizers: tuple[str, ...] = ()) -> dict | None:
     from anomaly_clustering.data import load_ground_truth, load_image_set
     from anomaly_clustering.metrics import localization_scores
     from anomaly_clustering.registry import create  # noqa: F401  (plugin lookup by name)
@@ -65,6 +107,10 @@ def evaluate(set_name: str, localizer: str, eval_size: int, options: dict, every
     own = {k: v for k, v in options.items() if "." not in k}  # "name.key=value" options go to that localizer only
     own.update({k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(name + ".")})
     loc = create("localizer", name, **own)
+    if seed is not None and "seed" in loc.get_params():
+        loc.set_params(seed=seed)
+    else:
+        seed = None  # deterministic localizer: one row whatever --seeds says
     start = time.perf_counter()
     if every == 1:
         out = loc.fit_predict(images, normal)
@@ -76,16 +122,17 @@ def evaluate(set_name: str, localizer: str, eval_size: int, options: dict, every
     seconds = time.perf_counter() - start
     if maps_dir:  # keep the maps, so a metric can be recomputed without re-running the localizer
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(Path(maps_dir) / f"{set_name}_{localizer}_every{every}.npz", maps=out.maps, scores=out.scores, names=np.array(images.names))
+        np.savez_compressed(Path(maps_dir) / f"{set_name}_{localizer}_every{every}_seed{seed}.npz", maps=out.maps, scores=out.scores, names=np.array(images.names))
     maps = F.interpolate(torch.from_numpy(np.asarray(out.maps, np.float32))[:, None], size=(eval_size, eval_size), mode="bilinear", align_corners=False)[:, 0].numpy()
     masks = np.stack([gt.load_mask(i, (eval_size, eval_size)) for i in range(len(images))]) if gt.has_masks else None
     s = localization_scores(maps, out.scores, masks, is_anomalous)
     pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
     return {
-        "set": set_name, "localizer": localizer, "images": len(images), "of": total, "anomalous": int(is_anomalous.sum()),
+        "set": set_name, "localizer": localizer, "seed": seed, "images": len(images), "of": total, "anomalous": int(is_anomalous.sum()),
         "pro": pct(s.pro_30), "auroc_pixel": pct(s.auroc_pixel), "auroc_image": pct(s.auroc_image),
         "backbone": out.info.get("backbone"), "input_size": out.info.get("input_size") or getattr(loc, "input_size", None), "seconds": round(seconds, 1), "every": every,
         "timings": out.info.get("timings"), "vae_loss": out.info.get("vae_loss"), "options": own,
+        "binarizers": run_binarizers(list(binarizers), out, images, gt, is_anomalous, options) if binarizers else {},
     }
 
 
@@ -103,21 +150,49 @@ def score_subset(loc, images, keep: np.ndarray):
     return loc._records(images.subset(keep), maps, info)
 
 
-def table(rows: list[dict]) -> str:
-    fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
-    lines = ["| set | localizer | backbone @ px | PRO@0.3 | AUROC-pixel | AUROC-image | paper (PRO / AUROC-p / AUROC-i) | images | s |", "|---|---|---|---|---|---|---|---|---|"]
+def _mean(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals):.1f}" if len(vals) > 1 else "")
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        paper = " / ".join(f"{v:.1f}" for v in PAPER_MTD[r["localizer"]]) + " (WRN50-2)" if r["set"] == "mtd" and r["localizer"] in PAPER_MTD else "–"
+        groups.setdefault((r["set"], r["localizer"]), []).append(r)
+    return groups
+
+
+def table(rows: list[dict]) -> str:
+    """One line per (set, localizer): mean ± standard deviation over the seeds that ran."""
+    lines = ["| set | localizer | backbone @ px | PRO@0.3 | AUROC-pixel | AUROC-image | paper (PRO / AUROC-p / AUROC-i) | images | seeds | s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (set_name, loc), rs in _groups(rows).items():
+        r = rs[0]
+        paper = " / ".join(f"{v:.1f}" for v in PAPER_MTD[loc]) + " (WRN50-2)" if set_name == "mtd" and loc in PAPER_MTD else "–"
+        seeds = ",".join(str(x["seed"]) for x in rs) if rs[0].get("seed") is not None else "–"
         lines.append(
-            f"| {r['set']} ({NOTES.get(r['set'], '')}) | {r['localizer']} | {r['backbone']} @ {r['input_size']} | {fmt(r['pro'])} | "
-            f"{fmt(r['auroc_pixel'])} | {fmt(r['auroc_image'])} | {paper} | {r['images']}{' of ' + str(r['of']) if r.get('of', r['images']) != r['images'] else ''} | {r['seconds']} |"
+            f"| {set_name} ({NOTES.get(set_name, '')}) | {loc} | {r['backbone']} @ {r['input_size']} | {_mean([x['pro'] for x in rs])} | "
+            f"{_mean([x['auroc_pixel'] for x in rs])} | {_mean([x['auroc_image'] for x in rs])} | {paper} | "
+            f"{r['images']}{' of ' + str(r['of']) if r.get('of', r['images']) != r['images'] else ''} | {seeds} | {_mean([x['seconds'] for x in rs])} |"
         )
+    return "\n".join(lines)
+
+
+def binarizer_table(rows: list[dict]) -> str:
+    """One line per (set, localizer, binarizer): empty-mask share of good images, IoU / F1 of anomalous images."""
+    lines = ["| set | localizer | binarizer | good images with EMPTY mask % | anomalous images flagged % | mean IoU % | mean F1 % |", "|---|---|---|---|---|---|---|"]
+    for (set_name, loc), rs in _groups(rows).items():
+        for b in rs[0].get("binarizers", {}):
+            vals = lambda key: _mean([x["binarizers"][b][key] for x in rs if b in x.get("binarizers", {})])  # noqa: E731
+            lines.append(f"| {set_name} | {loc} | {b} | {vals('empty_good')} | {vals('flagged_anomalous')} | {vals('iou')} | {vals('f1')} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", nargs="*", default=["mtd", "neu_det", "mvtec_bottle"])
+    ap.add_argument("--data", default=None, help="folder holding the sets (default: $ANOMALY_CLUSTERING_DATA or ../shared/data)")
+    ap.add_argument("--sets", nargs="*", default=["mtd", "neu_det", "mvtec_bottle", "deeppcb"])
     ap.add_argument("--localizers", nargs="*", default=["fca", "fca-vae"])
     ap.add_argument("--eval_size", type=int, default=256)
     ap.add_argument("--option", action="append", default=[], help="localizer option key=value (e.g. input_size=512), or name.key=value for one localizer")
@@ -126,11 +201,16 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="score every k-th image of each class (fit still sees all)")
     ap.add_argument("--maps_dir", default=None, help="save each run's maps and scores here (.npz)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="seeds of localizers that have one (mean ± spread)")
+    ap.add_argument("--binarizers", nargs="*", default=[], help="binarizers to score on each localizer's maps (name.key=value options via --option)")
     ap.add_argument("--merge", nargs="*", default=None, help="only print the table of these JSON files")
     args = ap.parse_args()
+    global DATA
+    DATA = Path(args.data) if args.data else DATA
     if args.merge:
         rows = [r for p in args.merge for r in json.loads(Path(p).read_text())]
         print(table(rows))
+        print(binarizer_table(rows))
         return
     torch.set_num_threads(args.threads)
     options = {}
@@ -140,14 +220,18 @@ def main() -> None:
     rows = []
     for set_name in args.sets:
         for localizer in args.localizers:
-            row = evaluate(set_name, localizer, args.eval_size, options, args.every, args.maps_dir, args.subset)
-            if row is None:
-                continue
-            rows.append(row)
-            print(json.dumps(rows[-1]), flush=True)
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=1))
+            for seed in args.seeds:
+                row = evaluate(set_name, localizer, args.eval_size, options, args.every, args.maps_dir, args.subset, seed, tuple(args.binarizers))
+                if row is None:
+                    break
+                rows.append(row)
+                print(json.dumps(rows[-1]), flush=True)
+                if args.out:
+                    Path(args.out).write_text(json.dumps(rows, indent=1))
+                if row["seed"] is None:
+                    break  # no randomness: one run
     print(table(rows))
+    print(binarizer_table(rows))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""Clusterers of the multi-view classifier: normal images set aside first by a set-level score rule, and a consensus
+(co-association) over seeded k-means runs on random feature subspaces."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans
+
+from anomaly_clustering.features_ops import nearest_centroid
+from anomaly_clustering.interfaces import Clusterer
+from anomaly_clustering.records import Clustering, Embeddings
+
+__all__ = ["otsu_split", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
+
+
+def otsu_split(scores: np.ndarray) -> tuple[float, float]:
+    """Otsu's threshold on 1-D scores and its separability η = between-class / total variance (0…1): the two-group
+    split that best explains the scores' spread, and how well it does."""
+    s = np.sort(np.asarray(scores, np.float64))
+    n = len(s)
+    if n < 2 or s[-1] <= s[0]:
+        return float(s[-1]) if n else 0.0, 0.0
+    c = np.cumsum(s)
+    k = np.arange(1, n)
+    w0, w1 = k / n, 1.0 - k / n
+    m0 = c[:-1] / k
+    m1 = (c[-1] - c[:-1]) / (n - k)
+    between = w0 * w1 * (m0 - m1) ** 2
+    i = int(np.argmax(between))
+    return float((s[i] + s[i + 1]) / 2.0), float(between[i] / max(s.var(), 1e-300))
+
+
+def _check(x: np.ndarray, k: int) -> None:
+    if k < 1 or k > len(x):
+        raise ValueError(f"n_clusters={k}: need 1 <= K <= {len(x)} images")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embeddings contain non-finite values")
+
+
+class _Centroids(Clusterer):
+    def _remember(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
+
+    def predict(self, embeddings: Embeddings) -> Clustering:
+        if not hasattr(self, "centroids_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit_predict first")
+        return Clustering(nearest_centroid(embeddings.image_vectors(), self.centroids_), self.n_clusters, info={"assigned_by": "nearest centroid"})
+
+
+class NormalFirstClusterer(_Centroids):
+    """Normal first, then types: a clear low-score majority is one cluster, Ward splits the rest into K − 1.
+
+    When the image scores do not split that way, Ward clusters all images into K.
+
+    The set-level rule: Otsu's threshold on the log image scores (``info["image_scores"]`` of the embeddings); the
+    low group is set aside only if it holds at least ``min_normal_share`` of the images and Otsu's separability η is
+    at least ``min_separability`` (without scores: Ward on all). Deterministic (Ward); ``seed`` is kept for the
+    interface of seeded clusterers.
+    """
+
+    def __init__(self, n_clusters: int = 2, min_normal_share: float = 0.5, min_separability: float = 0.8, seed: int = 0):
+        self.n_clusters = n_clusters
+        self.min_normal_share = min_normal_share
+        self.min_separability = min_separability
+        self.seed = seed
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        if not 0.0 < self.min_normal_share < 1.0 or not 0.0 <= self.min_separability <= 1.0:
+            raise ValueError("min_normal_share must lie in (0, 1) and min_separability in [0, 1]")
+        x = embeddings.image_vectors().astype(np.float64)
+        _check(x, self.n_clusters)
+        scores = embeddings.info.get("image_scores")
+        if scores is not None and len(scores) != len(x):
+            raise ValueError(f"info['image_scores'] holds {len(scores)} scores for {len(x)} images")
+        k = self.n_clusters
+        if scores is None:  # a representation that passes no scores: nothing to set aside
+            normal, eta = np.zeros(len(x), bool), 0.0
+        else:
+            s = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
+            threshold, eta = otsu_split(s)
+            normal = s <= threshold
+        use = k >= 2 and normal.mean() >= self.min_normal_share and eta >= self.min_separability and (~normal).sum() >= k - 1
+        labels = np.full(len(x), k - 1, dtype=np.int64)
+        if use:
+            rest = np.flatnonzero(~normal)
+            labels[rest] = _ward(x[rest], k - 1)
+        else:
+            labels = _ward(x, k)
+        self._remember(x, labels)
+        info = {"normal_set_aside": bool(use), "normal_share": float(normal.mean()), "otsu_eta": float(eta)}
+        return Clustering(labels, k, info=info)
+
+
+def _ward(x: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1 or len(x) < 2:
+        return np.zeros(len(x), np.int64)
+    return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x).astype(np.int64)
+
+
+def co_association(label_sets: list[np.ndarray]) -> np.ndarray:
+    """N×N share of the partitions that put each pair of images in the same cluster (float32)."""
+    n = len(label_sets[0])
+    co = np.zeros((n, n), np.float32)
+    for labels in label_sets:
+        onehot = np.zeros((n, int(labels.max()) + 1), np.float32)
+        onehot[np.arange(n), labels] = 1.0
+        co += onehot @ onehot.T
+    return co / float(len(label_sets))
+
+
+class ConsensusClusterer(_Centroids):
+    """Consensus of seeded k-means runs on random feature subspaces (co-association), cut into K clusters.
+
+    ``n_runs`` k-means partitions, each on a random ``feature_fraction`` of the dimensions with K' drawn from
+    [K, ``k_factor``·K]; then Ward on the co-association rows (``final="ward"``) or average linkage on
+    1 − co-association (``final="average"``) into K clusters.
+
+    A weak view or an unlucky start counts in a few runs only, so it cannot decide the partition alone. ``seed``
+    decides the subspaces and the k-means starts.
+    """
+
+    def __init__(self, n_clusters: int = 2, n_runs: int = 24, feature_fraction: float = 0.5, k_factor: float = 2.0, final: str = "ward", seed: int = 0):
+        self.n_clusters = n_clusters
+        self.n_runs = n_runs
+        self.feature_fraction = feature_fraction
+        self.k_factor = k_factor
+        self.final = final
+        self.seed = seed
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        if self.n_runs < 1 or not 0.0 < self.feature_fraction <= 1.0 or self.k_factor < 1.0 or self.final not in ("ward", "average"):
+            raise ValueError("n_runs >= 1, feature_fraction in (0, 1], k_factor >= 1 and final in {'ward', 'average'}")
+        x = embeddings.image_vectors().astype(np.float32)
+        k = self.n_clusters
+        _check(x, k)
+        rng = np.random.default_rng(self.seed)
+        d = x.shape[1]
+        parts = []
+        for _ in range(self.n_runs):
+            dims = rng.choice(d, max(1, int(round(self.feature_fraction * d))), replace=False)
+            kr = int(rng.integers(k, max(k, int(np.ceil(self.k_factor * k))) + 1))
+            kr = min(kr, len(x))
+            parts.append(KMeans(kr, n_init=1, random_state=int(rng.integers(1 << 31))).fit_predict(x[:, dims]))
+        co = co_association(parts)
+        if self.final == "ward":
+            labels = _ward(co.astype(np.float64), k)
+        else:
+            labels = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(1.0 - co)
+        self._remember(x.astype(np.float64), labels)
+        return Clustering(labels.astype(np.int64), k, info={"consensus_runs": self.n_runs})
+
+
+def view_subsets(n_views: int) -> list[tuple[int, ...]]:
+    """Every non-empty subset of ``n_views`` views, smallest first."""
+    from itertools import combinations
+
+    return [c for r in range(1, n_views + 1) for c in combinations(range(n_views), r)]
+
+
+class ViewSelectClusterer(_Centroids):
+    """Ward on the views whose own K-partition is best separated (silhouette), chosen per set without labels.
+
+    The embeddings' ``info["view_dims"]`` splits the vectors into views; Ward clusters every non-empty subset of
+    views into K and the subset with the highest silhouette (Euclidean, on that subset's coordinates) wins, so a view
+    that carries no cluster structure on a set (e.g. crops of defect-free regions, or whole-image texture where the
+    defect is small) is left out there. ``max_views`` caps the subsets' size. Deterministic; ``seed`` is kept for
+    the interface of seeded clusterers (silhouette subsamples beyond ``sample`` images with it).
+    """
+
+    def __init__(self, n_clusters: int = 2, max_views: int = 3, sample: int = 2000, seed: int = 0):
+        self.n_clusters = n_clusters
+        self.max_views = max_views
+        self.sample = sample
+        self.seed = seed
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        from sklearn.metrics import silhouette_score
+
+        if self.max_views < 1 or self.sample < 10:
+            raise ValueError("max_views must be >= 1 and sample >= 10")
+        x = embeddings.image_vectors().astype(np.float64)
+        k = self.n_clusters
+        _check(x, k)
+        dims = [int(d) for d in embeddings.info.get("view_dims") or [x.shape[1]]]
+        if sum(dims) != x.shape[1]:
+            raise ValueError(f"info['view_dims'] {dims} do not add up to the {x.shape[1]} embedding dimensions")
+        edges = np.cumsum([0, *dims])
+        names = list(embeddings.info.get("views") or [f"view{i}" for i in range(len(dims))])
+        best: tuple[float, tuple[int, ...], np.ndarray] | None = None
+        scores: dict[str, float] = {}
+        sample = min(len(x), self.sample)
+        for subset in [s for s in view_subsets(len(dims)) if len(s) <= self.max_views]:
+            cols = np.concatenate([np.arange(edges[i], edges[i + 1]) for i in subset])
+            xs = x[:, cols]
+            labels = _ward(xs, k)
+            n_lab = len(np.unique(labels))
+            score = float(silhouette_score(xs, labels, sample_size=sample, random_state=self.seed)) if 1 < n_lab < len(x) else -1.0
+            scores["+".join(names[i] for i in subset)] = round(score, 4)
+            if best is None or score > best[0]:
+                best = (score, subset, labels)
+        assert best is not None
+        labels = best[2]
+        self._remember(x, labels)
+        return Clustering(labels, k, info={"views_chosen": [names[i] for i in best[1]], "view_silhouettes": scores})

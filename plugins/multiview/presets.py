@@ -1,0 +1,31 @@
+"""Classifier presets of the multi-view family (``--classifier NAME``)."""
+
+from anomaly_clustering.interfaces import ClassifierPreset
+
+MULTIVIEW = ClassifierPreset(
+    representation="multiview",
+    clusterer="ward",
+    binarizer="otsu",
+    description="Multi-view: deep-stage mean/std statistics of the whole image + of a full-resolution crop of its anomaly, Ward",
+)
+
+MULTIVIEW_NORMAL_FIRST = ClassifierPreset(
+    representation="multiview",
+    clusterer="normal-first",
+    binarizer="otsu",
+    description="Multi-view descriptor; low-score majority set aside by Otsu on the image scores, the rest into K-1 by Ward",
+)
+
+MULTIVIEW_CONSENSUS = ClassifierPreset(
+    representation="multiview",
+    clusterer="consensus",
+    binarizer="otsu",
+    description="Multi-view descriptor; co-association consensus of seeded k-means runs on random feature subspaces",
+)
+
+MULTIVIEW_SELECT = ClassifierPreset(
+    representation={"name": "multiview", "views": ("average", "context", "crop"), "view_weights": (1.0, 1.0, 1.0)},
+    clusterer="view-select",
+    binarizer="otsu",
+    description="Multi-view with the Average floor as a view; Ward on the view subset with the best silhouette, chosen per set",
+)

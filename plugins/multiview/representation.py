@@ -1,0 +1,111 @@
+"""Multi-view image descriptor: the whole image's deep texture statistics beside a full-resolution crop of its anomaly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec
+from anomaly_clustering.interfaces import Representation
+from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
+
+from .views import VIEW_KINDS, anomaly_boxes, view_vectors
+
+__all__ = ["MultiViewDescriptor"]
+
+
+class MultiViewDescriptor(Representation):
+    """Deep-stage mean/std statistics of the whole image (context) and of a full-resolution crop around its anomaly.
+
+    ``average`` (optional view): the mean-pooled default backbone features at ``average_size`` (Sohn et al.'s
+    Average, the floor), so that a view-selecting clusterer can fall back on it.
+    ``context``: the image resized to ``context_size``, backbone stages ``layers`` (Lite0 "3", "4": strides 16 and
+    32), each channel's spatial mean and standard deviation. ``crop``: the square around the anomaly map's peak
+    region (``box_level``, ``box_margin``, ``box_min_side``; see :func:`anomaly_boxes`) cut from the image at its
+    own resolution, resized to ``crop_size``, pooled the same way. Each view is centred and scaled to unit mean norm
+    over the fitted set (learned state), multiplied by its ``view_weights`` entry and concatenated; the image scores
+    of the maps travel in ``info["image_scores"]`` for clusterers that set the normal images aside first.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        layers: tuple[str, ...] = ("3", "4"),
+        views: tuple[str, ...] = ("context", "crop"),
+        view_weights: tuple[float, ...] = (1.0, 1.0),
+        stats: tuple[str, ...] = ("mean", "std"),
+        context_size: int = 384,
+        average_size: int = 512,
+        crop_size: int = 224,
+        box_level: float = 0.5,
+        box_margin: float = 0.25,
+        box_min_side: float = 0.25,
+        batch_size: int = 16,
+    ):
+        self.backbone = backbone
+        self.backbone_weights = backbone_weights
+        self.layers = layers
+        self.views = views
+        self.view_weights = view_weights
+        self.stats = stats
+        self.context_size = context_size
+        self.average_size = average_size
+        self.crop_size = crop_size
+        self.box_level = box_level
+        self.box_margin = box_margin
+        self.box_min_side = box_min_side
+        self.batch_size = batch_size
+
+    def _validate(self) -> None:
+        views, weights = tuple(self.views), tuple(self.view_weights)
+        if not views or any(v not in VIEW_KINDS for v in views) or len(set(views)) != len(views):
+            raise ValueError(f"views={list(views)}: give distinct names from {', '.join(VIEW_KINDS)}")
+        if len(weights) != len(views) or any(float(w) < 0 for w in weights) or not any(float(w) > 0 for w in weights):
+            raise ValueError(f"view_weights={list(weights)}: one non-negative weight per view (not all zero)")
+        if not 0.0 < self.box_level < 1.0 or self.box_margin < 0 or not 0.0 < self.box_min_side <= 1.0:
+            raise ValueError("box_level must lie in (0, 1), box_margin >= 0, box_min_side in (0, 1]")
+        if min(self.context_size, self.crop_size, self.average_size) < 32:
+            raise ValueError("context_size, crop_size and average_size must be at least 32 pixels")
+
+    def _spec(self, size: int) -> FeatureSpec:
+        return FeatureSpec(self.backbone, tuple(str(l) for l in self.layers), int(size), self.backbone_weights)
+
+    def _blocks(self, images: ImageSet, maps: AnomalyMaps) -> list[np.ndarray]:
+        if len(maps) != len(images):
+            raise ValueError(f"{len(maps)} anomaly maps for {len(images)} images")
+        blocks = []
+        for view in self.views:
+            if view == "average":
+                blocks.append(view_vectors(images, "average", FeatureSpec(self.backbone, (), int(self.average_size), self.backbone_weights), ()))
+            elif view == "context":
+                blocks.append(view_vectors(images, "context", self._spec(self.context_size), self.stats, batch_size=self.batch_size))
+            else:
+                boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)
+                blocks.append(view_vectors(images, "crop", self._spec(self.crop_size), self.stats, boxes, self.batch_size))
+        return blocks
+
+    def _learn(self, blocks: list[np.ndarray]) -> None:
+        self.view_means_ = [b.mean(0) for b in blocks]
+        self.view_scales_ = [max(float(np.linalg.norm(b - b.mean(0), axis=1).mean()), 1e-12) for b in blocks]
+
+    def _embed(self, blocks: list[np.ndarray], maps: AnomalyMaps) -> Embeddings:
+        if not hasattr(self, "view_scales_"):
+            raise RuntimeError("MultiViewDescriptor is not fitted: call fit or fit_transform first")
+        parts = [(b - mu) / s * float(w) for b, mu, s, w in zip(blocks, self.view_means_, self.view_scales_, self.view_weights)]
+        dims = [int(b.shape[1]) for b in blocks]
+        info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)]}
+        return Embeddings.per_image(np.concatenate(parts, axis=1).astype(np.float32), info)
+
+    def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "MultiViewDescriptor":
+        self._validate()
+        self._learn(self._blocks(images, maps))
+        return self
+
+    def fit_transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        self._validate()
+        blocks = self._blocks(images, maps)
+        self._learn(blocks)
+        return self._embed(blocks, maps)
+
+    def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
+        return self._embed(self._blocks(images, maps), maps)

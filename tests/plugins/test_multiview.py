@@ -1,0 +1,171 @@
+"""The multi-view classifier's parts: views (boxes, pooled statistics), representation, normal-first and consensus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+
+from anomaly_clustering import runtime, testing
+from anomaly_clustering.plugins.multiview.clusterers import ConsensusClusterer, NormalFirstClusterer, co_association, otsu_split
+from anomaly_clustering.plugins.multiview.representation import MultiViewDescriptor
+from anomaly_clustering.plugins.multiview.views import anomaly_boxes, pooled_statistics
+from anomaly_clustering.records import AnomalyMaps, Embeddings
+
+SMALL = {"context_size": 64, "crop_size": 64}
+
+
+def test_otsu_split_finds_the_gap_and_its_strength() -> None:
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.normal(0, 0.1, 80), rng.normal(5, 0.1, 20)])
+    t, eta = otsu_split(s)
+    assert 0.5 < t < 4.5 and eta > 0.9
+    assert otsu_split(np.ones(10))[1] == 0.0
+    _, eta_flat = otsu_split(rng.uniform(0, 1, 200))
+    assert eta_flat < 0.8  # a uniform spread splits, but far less cleanly
+
+
+def test_anomaly_boxes_surround_the_peak_region_in_image_pixels() -> None:
+    maps = np.zeros((2, 32, 32), np.float32)
+    maps[0, 4:8, 20:26] = 1.0  # a blob at rows 4-7, cols 20-25
+    maps[1] += np.linspace(0, 1, 32)[None, :]  # a ramp: the peak column on the right
+    sizes = np.array([[320, 640], [64, 64]])
+    boxes = anomaly_boxes(maps, sizes, level=0.5, margin=0.0, min_side=0.1)
+    x0, y0, x1, y1 = boxes[0]
+    assert x1 - x0 == y1 - y0  # square
+    sy, sx = 320 / 32, 640 / 32
+    assert x0 <= 20 * sx and x1 >= 26 * sx and y0 <= 4 * sy and y1 >= 8 * sy  # the blob, in image pixels
+    assert 0 <= x0 and x1 <= 640 and 0 <= y0 and y1 <= 320
+    bx0, _, bx1, _ = boxes[1]
+    assert bx1 == 64 and 0 <= bx0 < bx1  # shifted inside the image, on the right
+    wide = anomaly_boxes(maps[:1], sizes[:1], margin=0.0, min_side=0.9)
+    assert wide[0, 2] - wide[0, 0] == round(0.9 * 320)
+
+
+def test_pooled_statistics_mean_and_std_per_channel() -> None:
+    a = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    b = torch.ones(2, 5, 2, 2)
+    out = pooled_statistics([a, b], ("mean", "std"))
+    assert out.shape == (2, 3 + 3 + 5 + 5)
+    assert torch.allclose(out[:, :3], a.flatten(2).mean(2))
+    assert torch.allclose(out[:, 3:6], a.flatten(2).std(2, unbiased=False))
+    assert torch.all(out[:, 11:] == 0)
+    with pytest.raises(ValueError):
+        pooled_statistics([a], ("median",))
+
+
+def _blobs(k: int = 3, per: int = 20, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, (k, d))
+    truth = np.repeat(np.arange(k), per)
+    return (centres[truth] + rng.normal(0, 0.5, (len(truth), d))).astype(np.float32), truth
+
+
+def test_normal_first_sets_a_low_score_majority_aside() -> None:
+    x, truth = _blobs(3, 20)
+    normal = np.zeros(60 + 60, bool)
+    normal[60:] = True
+    rng = np.random.default_rng(1)
+    x = np.concatenate([x, rng.normal(0, 0.5, (60, x.shape[1])).astype(np.float32)])  # normals overlap nothing in score
+    scores = np.where(normal, 0.01, 1.0) * rng.uniform(0.9, 1.1, len(normal))
+    emb = Embeddings.per_image(x, {"image_scores": scores.tolist()})
+    res = NormalFirstClusterer(n_clusters=4).fit_predict(emb)
+    assert res.info["normal_set_aside"] and np.all(res.labels[normal] == 3)
+    assert normalized_mutual_info_score(truth, res.labels[:60]) == pytest.approx(1.0)
+    # unimodal scores (or none): plain Ward into K
+    flat = Embeddings.per_image(x, {"image_scores": np.exp(rng.normal(0, 0.3, len(x))).tolist()})  # log-normal: unimodal
+    assert not NormalFirstClusterer(n_clusters=4).fit_predict(flat).info["normal_set_aside"]
+    assert not NormalFirstClusterer(n_clusters=4).fit_predict(Embeddings.per_image(x)).info["normal_set_aside"]
+    with pytest.raises(ValueError):
+        NormalFirstClusterer(n_clusters=4).fit_predict(Embeddings.per_image(x, {"image_scores": [1.0]}))
+    with pytest.raises(ValueError):
+        NormalFirstClusterer(n_clusters=4, min_normal_share=1.5).fit_predict(emb)
+
+
+def test_consensus_recovers_blobs_reproducibly_by_seed() -> None:
+    x, truth = _blobs(4, 15, d=12)
+    emb = Embeddings.per_image(x)
+    a = ConsensusClusterer(n_clusters=4, n_runs=8, seed=3).fit_predict(emb)
+    b = ConsensusClusterer(n_clusters=4, n_runs=8, seed=3).fit_predict(emb)
+    assert normalized_mutual_info_score(truth, a.labels) == pytest.approx(1.0)
+    assert np.array_equal(a.labels, b.labels)
+    avg = ConsensusClusterer(n_clusters=4, n_runs=8, final="average", seed=0).fit_predict(emb)
+    assert normalized_mutual_info_score(truth, avg.labels) == pytest.approx(1.0)
+    model = ConsensusClusterer(n_clusters=4, n_runs=4, seed=0)
+    model.fit_predict(emb)
+    assert np.array_equal(model.predict(emb).labels, nearest := model.predict(emb).labels) and len(nearest) == len(x)
+    with pytest.raises(ValueError):
+        ConsensusClusterer(n_clusters=4, final="single").fit_predict(emb)
+    with pytest.raises(RuntimeError):
+        ConsensusClusterer(n_clusters=4).predict(emb)
+
+
+def test_co_association_counts_shared_clusters() -> None:
+    co = co_association([np.array([0, 0, 1]), np.array([0, 1, 1])])
+    assert np.allclose(co, [[1, 0.5, 0], [0.5, 1, 0.5], [0, 0.5, 1]])
+
+
+def test_clusterers_pass_the_conformance_kit() -> None:
+    testing.check_plugin("clusterer", NormalFirstClusterer)
+    testing.check_plugin("clusterer", ConsensusClusterer, n_runs=6)
+
+
+def test_representation_conformance_and_views(tmp_path) -> None:
+    testing.check_plugin("representation", MultiViewDescriptor, **SMALL)
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    regions = testing.example_regions(maps)
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        est = MultiViewDescriptor(**SMALL)
+        emb = est.fit_transform(images, maps, regions)
+        assert emb.vectors.shape[0] == len(images) and sum(emb.info["view_dims"]) == emb.vectors.shape[1]
+        assert emb.info["image_scores"] == pytest.approx(np.asarray(maps.scores).tolist())
+        ctx = MultiViewDescriptor(views=("context",), view_weights=(1.0,), **SMALL).fit_transform(images, maps, regions)
+        assert np.allclose(emb.vectors[:, : ctx.vectors.shape[1]], ctx.vectors, atol=1e-5)  # the context view is the first block
+        assert (tmp_path / "multiview").is_dir()  # views cached by content
+
+
+@pytest.mark.parametrize("bad", [{"views": ("nope",), "view_weights": (1.0,)}, {"view_weights": (1.0,)}, {"view_weights": (0.0, 0.0)}, {"box_level": 1.5}, {"crop_size": 8}])
+def test_representation_rejects_bad_options_before_work(bad) -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    with pytest.raises(ValueError):
+        MultiViewDescriptor(**{**SMALL, **bad}).fit(images, maps, testing.example_regions(maps))
+    with pytest.raises(RuntimeError):
+        MultiViewDescriptor(**SMALL).transform(images, maps, testing.example_regions(maps))
+
+
+def test_maps_of_the_wrong_length_are_an_error() -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    short = AnomalyMaps(np.asarray(maps.maps)[:2], np.asarray(maps.scores)[:2], np.asarray(maps.image_sizes)[:2])
+    with pytest.raises(ValueError):
+        MultiViewDescriptor(**SMALL).fit(images, short, testing.example_regions(maps))
+
+
+def test_view_select_keeps_the_view_with_cluster_structure() -> None:
+    from anomaly_clustering.plugins.multiview.clusterers import ViewSelectClusterer, view_subsets
+
+    assert view_subsets(2) == [(0,), (1,), (0, 1)]
+    x, truth = _blobs(3, 20, d=6)
+    noise = np.random.default_rng(5).normal(0, 3.0, (len(x), 40)).astype(np.float32)
+    emb = Embeddings.per_image(np.concatenate([noise, x], 1), {"view_dims": [40, 6], "views": ["noise", "signal"]})
+    res = ViewSelectClusterer(n_clusters=3).fit_predict(emb)
+    assert res.info["views_chosen"] == ["signal"]
+    assert normalized_mutual_info_score(truth, res.labels) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ViewSelectClusterer(n_clusters=3).fit_predict(Embeddings.per_image(x, {"view_dims": [2, 2]}))
+    testing.check_plugin("clusterer", ViewSelectClusterer)
+
+
+def test_average_view_is_the_mean_of_the_shared_features(tmp_path) -> None:
+    from anomaly_clustering.backbones import FeatureSpec, extract_features
+    from anomaly_clustering.plugins.multiview.views import view_vectors
+
+    images = testing.example_images()
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        spec = FeatureSpec("tf_efficientnet_lite0", (), 64)
+        v = view_vectors(images, "average", spec, ())
+        f = extract_features(images, spec)
+        assert np.allclose(v, np.asarray(f.data[:], np.float32).mean(axis=(2, 3)), atol=1e-5)

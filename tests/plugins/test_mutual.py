@@ -1,0 +1,138 @@
+"""Mutual localizer and null-threshold binarizer on a generated OBJECT set (a bright disc on a plain background, a
+dark defect planted inside the disc of some images): the map peaks on the defect, not on the disc's outline, and the
+defect-free images get empty masks."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from anomaly_clustering import runtime
+from anomaly_clustering.data import load_image_set
+from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
+from anomaly_clustering.plugins.mutual.torch_model import aggregate, mutual_scores, normalize_layers, topk_mean
+from anomaly_clustering.testing import check_binarizer, check_localizer
+
+SIZE = 96
+
+
+def _object_set(folder, n=12, defect_every=3, seed=0):
+    """A disc (random centre jitter and shade) on a plain background; every ``defect_every``-th image gets a dark
+    spot inside the disc. Returns the set, the defect masks and the disc-outline masks (a ring of 5 px)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    defects, rims = [], []
+    for i in range(n):
+        cy, cx = SIZE / 2 + rng.uniform(-4, 4, 2)
+        r = np.hypot(yy - cy, xx - cx)
+        disc = r < 30
+        img = np.where(disc, 0.75 + rng.normal(0, 0.01), 0.2) + rng.normal(0, 0.01, (SIZE, SIZE))
+        mask = np.zeros((SIZE, SIZE), bool)
+        if i % defect_every == 0:
+            a, d = rng.uniform(0, 2 * np.pi), rng.uniform(5, 15)
+            mask = np.hypot(yy - cy - d * np.sin(a), xx - cx - d * np.cos(a)) < 5
+            img = np.where(mask, 0.25, img)
+        rgb = np.clip(np.repeat(img[..., None], 3, axis=2), 0, 1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+        defects.append(mask)
+        rims.append(np.abs(r - 30) < 2.5)
+    return load_image_set(folder), np.stack(defects), np.stack(rims)
+
+
+@pytest.fixture(scope="module")
+def cpu_cache(tmp_path_factory):
+    with runtime.settings(quiet=True, cache_dir=str(tmp_path_factory.mktemp("cache")), device="cpu"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def object_run(tmp_path_factory, cpu_cache):
+    images, defects, rims = _object_set(tmp_path_factory.mktemp("objects"))
+    loc = MutualLocalizer(input_size=SIZE, reference_images=8, seed=0)
+    return loc, images, loc.fit_predict(images), defects, rims
+
+
+def test_mutual_scores_excludes_self_and_is_chunk_invariant():
+    torch.manual_seed(0)
+    z = torch.randn(5, 16, 8)
+    z[2, 7] += 10.0  # a patch no other image has
+    s = mutual_scores(z, z, exclude=list(range(5)), quantile=0.5)
+    assert s[2].argmax() == 7 and s[2, 7] > 5
+    assert mutual_scores(z, z, exclude=None, quantile=0.2)[2, 7] < 1e-3  # without exclusion it matches itself
+    assert torch.allclose(mutual_scores(z, z, list(range(5)), 0.5, max_elements=16 * 16), s, atol=1e-4)
+    per_ref = torch.stack([torch.cdist(z[0], z[j]).amin(-1) for j in range(1, 5)], -1)  # 16×4
+    brute = per_ref.sort(-1).values[:, :2].mean(-1)  # 4 references, quantile 0.5 → 2
+    assert torch.allclose(s[0], brute, atol=1e-4)
+
+
+def test_normalization_and_aggregation_shapes():
+    x = torch.randn(2, 10, 6, 6)
+    n = normalize_layers(x, (4, 6))
+    assert torch.allclose(n[:, :4].pow(2).sum(1), torch.ones(2, 6, 6), atol=1e-3)  # each layer: unit norm
+    assert aggregate(n, (1, 3)).shape == (2, 20, 6, 6)
+    with pytest.raises(ValueError):
+        normalize_layers(x, (4, 5))
+    assert torch.equal(topk_mean(torch.arange(8.0).view(2, 2, 2), 0.0), torch.tensor([3.0, 7.0]))
+
+
+def test_map_peaks_on_the_defect_not_on_the_outline(object_run):
+    _, _, maps, defects, rims = object_run
+    assert maps.maps.shape == (12, SIZE // 2, SIZE // 2) and maps.info["mode"] == "mutual"
+    small = lambda m: np.stack([ndimage.zoom(x.astype(float), 0.5, order=1) > 0.5 for x in m])  # noqa: E731
+    d, rim = small(defects), small(rims)
+    for i in np.flatnonzero(defects.any((1, 2))):
+        peak = np.unravel_index(np.argmax(maps.maps[i]), maps.maps[i].shape)
+        assert ndimage.binary_dilation(d[i], iterations=3)[peak], f"image {i}: peak {peak} is off the defect"
+        base = np.median(maps.maps[i])  # the normal level of this image
+        defect_rise, rim_rise = maps.maps[i][d[i]].mean() - base, maps.maps[i][rim[i]].mean() - base
+        assert rim_rise < 0.25 * defect_rise, f"image {i}: the outline rises {rim_rise:.3f}, the defect {defect_rise:.3f}"
+    assert roc_auc_score(d.ravel(), maps.maps.ravel()) > 0.95
+    assert roc_auc_score(defects.any((1, 2)), maps.scores) == 1.0
+
+
+def test_good_images_get_empty_masks(object_run):
+    _, images, maps, defects, _ = object_run
+    regions = HysteresisThreshold().fit_transform(maps, images)
+    has = regions.masks.any((1, 2))
+    anomalous = defects.any((1, 2))
+    assert not has[~anomalous].any(), "a defect-free object image got a region"
+    assert has[anomalous].mean() >= 0.75
+    small = np.stack([ndimage.zoom(x.astype(float), 0.5, order=1) > 0.5 for x in defects])
+    for i in np.flatnonzero(has):  # every region found covers its defect, not the object
+        assert (regions.masks[i] & small[i]).sum() >= 0.5 * small[i].sum() and regions.masks[i].mean() < 0.15
+
+
+def test_new_images_and_pickle(object_run, tmp_path):
+    loc, _, _, _, _ = object_run
+    assert loc.reference_.dtype == torch.float16 and len(pickle.dumps(loc)) < 2_000_000
+    new, defects, _ = _object_set(tmp_path / "new", n=4, defect_every=2, seed=5)
+    out = loc.predict(new)
+    assert roc_auc_score(defects.any((1, 2)), out.scores) == 1.0
+
+
+def test_parameters_are_validated_before_work(object_run):
+    _, images, _, _, _ = object_run
+    with pytest.raises(ValueError, match="quantile"):
+        MutualLocalizer(quantile=0).fit(images)
+    with pytest.raises(ValueError, match="degrees"):
+        MutualLocalizer(degrees=(2,)).fit(images)
+    with pytest.raises(RuntimeError, match="fit"):
+        MutualLocalizer().predict(images)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the GPU path gives the CPU's maps")
+def test_cuda_matches_cpu(object_run):
+    loc, images, maps, _, _ = object_run
+    gpu = MutualLocalizer(**{**loc.get_params(), "device": "cuda"}).fit_predict(images)
+    assert gpu.info["device"].startswith("cuda")
+    np.testing.assert_allclose(gpu.maps, maps.maps, rtol=1e-3, atol=1e-3)
+
+
+def test_conformance(cpu_cache):
+    check_localizer(MutualLocalizer, input_size=64, reference_images=4)
+    check_binarizer(HysteresisThreshold)
