@@ -90,7 +90,7 @@ def load_suite(path: str, data_root: str | None = None, only: Sequence[str] | No
     """The sets of a suite YAML (``sets: {name: {data, n_clusters, exclude_good, subset, subset_seed}}``), their
     folders resolved against the data root; ``only``: these sets alone (the others' folders need not exist).
     Unknown keys, unknown names and missing folders are errors (before any run)."""
-    from .cli import CLIError
+    from .config import ConfigError as CLIError
 
     file = _resolve_file(path)
     if not file.is_file():
@@ -167,7 +167,7 @@ def run_combination(job: dict[str, Any]) -> list[dict[str, Any]]:
     ``"auto"``, or a list of them; later modes reuse the cached stages). Called in a child process."""
     import resource
 
-    from . import cli
+    from . import config
     from .evaluation import evaluate_records
     from .pipeline import Pipeline
     from .runs import write_run
@@ -176,14 +176,14 @@ def run_combination(job: dict[str, Any]) -> list[dict[str, Any]]:
     modes = job["n_clusters"] if isinstance(job["n_clusters"], list) else [job["n_clusters"]]
     rows = []
     for mode in modes:
-        argv, chosen = cli._prescan(["--localizer", job["localizer"], "--classifier", job["classifier"], "--data", job["data"], *job.get("extra", [])])
-        cfg = cli._parse(cli.build_fit_parser(chosen), argv)
+        argv, chosen = config.prescan(["--localizer", job["localizer"], "--classifier", job["classifier"], "--data", job["data"], *job.get("extra", [])])
+        cfg = config.parse_args(config.build_fit_parser(chosen), argv)
         cfg.n_clusters = mode
         if job.get("explicit_seed") or job["seed"]:
             cfg.seed = job["seed"]
         if job.get("k_max"):
             cfg.k_max = job["k_max"]
-        pconf = cli._pipeline_config(cfg)
+        pconf = config.config_from_namespace(cfg)
         t0 = time.perf_counter()
         pipe = Pipeline(pconf, job["cache_dir"], device=job.get("device", "auto"), quiet=True)
         result = pipe.fit(images)
@@ -369,7 +369,7 @@ def _parse_k_modes(text: Any) -> list[Any]:
             try:
                 modes.append(int(part))
             except ValueError:
-                from .cli import CLIError
+                from .config import ConfigError as CLIError
 
                 raise CLIError(f"--n_clusters {text!r}: give 'gt', 'auto', an integer, or a comma-separated list of them") from None
     return list(dict.fromkeys(modes))
@@ -399,7 +399,8 @@ def benchmark_main(argv: list[str]) -> int:
 
     from jsonargparse import ArgumentParser
 
-    from .cli import CLIError, _parse
+    from .config import ConfigError as CLIError
+    from .config import parse_args as _parse
     from .data import load_ground_truth
 
     p = ArgumentParser(prog="anomaly-cluster benchmark", description="localizers × classifiers on labelled sets (MVTec layout), one table", exit_on_error=False)

@@ -20,7 +20,7 @@ from . import config
 from .config import STAGES, check_plugins
 from .config import ConfigError as CLIError
 from .config import one_line as _one_line
-# the config plumbing under its former names in this module (benchmarking.py uses them)
+# short local names for the config plumbing this module calls
 from .config import config_from_namespace as _pipeline_config
 from .config import parse_args as _parse
 from .config import prescan as _prescan
