@@ -199,10 +199,32 @@ def save_object(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+# Where plugin modules lived before the one-family-per-folder layout: runs fitted then still load for ``predict``.
+_P = "anomaly_clustering.plugins."
+MOVED_MODULES = {
+    _P + "fca.localizer": _P + "blind_lca.localizer",
+    _P + "fca.torch_model": _P + "blind_lca.torch_model",
+    _P + "binarizers.quantile": _P + "blind_lca.quantile",
+    _P + "binarizers.mebin": _P + "ncd.mebin",
+    _P + "binarizers.threshold": _P + "common.threshold",
+    _P + "binarizers.oracle": _P + "common.oracle",
+    _P + "clusterers.sklearn_clusterers": _P + "common.clusterers",
+    _P + "simple": _P + "common.color_stats",
+    _P + "blind_lca.sohn": _P + "sohn.representations",
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads fitted components, mapping the modules that moved (``MOVED_MODULES``) to their new place."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
 def load_object(path: str | os.PathLike) -> Any:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            return _Unpickler(f).load()
     except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise almost anything (ValueError, KeyError, …)
         raise StoreError(f"{path}: cannot load fitted component ({exc.__class__.__name__}: {str(exc)[:160]})") from None
 

@@ -136,3 +136,19 @@ def test_npy_rows_reads_like_the_array(tmp_path):
     (tmp_path / "b.npy").write_bytes(data[:-10])
     with pytest.raises(StoreError, match="shorter"):
         NpyRows(tmp_path / "b.npy")[6]
+
+
+def test_components_pickled_before_the_folder_move_still_load(tmp_path):
+    """A run fitted when the scikit-learn clusterers lived in plugins/clusterers/ still loads for predict."""
+    import pickle
+
+    from anomaly_clustering.plugins.common.clusterers import WardClusterer
+    from anomaly_clustering.store import load_object
+
+    data = pickle.dumps(WardClusterer(n_clusters=3), protocol=0)
+    old = data.replace(b"anomaly_clustering.plugins.common.clusterers", b"anomaly_clustering.plugins.clusterers.sklearn_clusterers")
+    assert old != data
+    path = tmp_path / "clusterer.pkl"
+    path.write_bytes(old)
+    loaded = load_object(path)
+    assert isinstance(loaded, WardClusterer) and loaded.n_clusters == 3
