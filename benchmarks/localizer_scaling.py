@@ -3,9 +3,11 @@
 MuSc compares every image with (up to ``max_reference_images``) others, so its time grows as N·min(N, cap);
 blind PatchCore's coreset selection grows as N²·ratio; FCA is per image. Each (localizer, N) runs in a fresh
 subprocess with an empty feature cache (backbone features are part of the cost), so its peak RSS is its own.
-Images: a class-stratified subset of ``--set``'s test images.
+Images: a class-stratified subset of ``--set``'s test images; data by ``--data`` or ``$ANOMALY_CLUSTERING_DATA``, else
+``../shared/data`` beside the repository. The machine's load average is printed with the table (shared machines).
 
     python benchmarks/localizer_scaling.py --sizes 50 200 800 --input_size 128
+    python benchmarks/localizer_scaling.py --set deeppcb --sizes 200 1000 4000 --localizers mutual --input_size 128
 
 Localization quality (PRO, AUROC) is ``benchmarks/localization_quality.py``.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # benchmarks use local weights only, never a hub download
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ.get("ANOMALY_CLUSTERING_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def one_point(args) -> None:
@@ -39,7 +41,7 @@ def one_point(args) -> None:
     from localization_quality import stratified
 
     torch.set_num_threads(args.threads)
-    images = load_image_set(DATA / args.set / "test")
+    images = load_image_set(Path(args.data) / args.set / "test")
     labels = list(load_ground_truth(images).labels)
     if args.n < len(images):
         images = images.subset(stratified(labels, args.n).tolist())
@@ -56,7 +58,7 @@ def one_point(args) -> None:
     shutil.rmtree(cache, ignore_errors=True)
     print(json.dumps({
         "localizer": args.localizer, "n": len(images), "input_size": args.input_size, "options": options,
-        "seconds": round(seconds, 1), "s_per_image": round(seconds / len(images), 3),
+        "seconds": round(seconds, 1), "s_per_image": round(seconds / len(images), 3), "load_average": [round(x, 1) for x in os.getloadavg()],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "backbone": maps.info.get("backbone"),
         "map_mean": float(np.mean(maps.maps)),
     }))
@@ -64,6 +66,7 @@ def one_point(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA), help="folder holding the sets (default: $ANOMALY_CLUSTERING_DATA or ../shared/data)")
     ap.add_argument("--set", default="mtd")
     ap.add_argument("--sizes", nargs="+", type=int, default=[50, 200, 800])
     ap.add_argument("--localizers", nargs="+", default=["musc", "patchcore", "fca"])
@@ -84,7 +87,7 @@ def main() -> None:
             if key.startswith(name + "."):
                 opts[key.split(".", 1)[1]] = json.loads(value)
         for n in args.sizes:
-            cmd = [sys.executable, __file__, "--set", args.set, "--input_size", str(args.input_size), "--threads", str(args.threads),
+            cmd = [sys.executable, __file__, "--data", args.data, "--set", args.set, "--input_size", str(args.input_size), "--threads", str(args.threads),
                    "--n", str(n), "--localizer", name, "--options", json.dumps(opts)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -93,10 +96,11 @@ def main() -> None:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\n{args.set}, {args.input_size} px, {args.threads} threads\n")
-    print("| localizer | options | N | s / image | total s | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| localizer | options | N | s / image | total s | peak RSS MB | load average (1/5/15 min) at the end |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['localizer']} | {r['options'] or '–'} | {r['n']} | {r['s_per_image']} | {r['seconds']} | {r['peak_rss_mb']} |")
+        load = " / ".join(str(x) for x in r.get("load_average", [])) or "–"
+        print(f"| {r['localizer']} | {r['options'] or '–'} | {r['n']} | {r['s_per_image']} | {r['seconds']} | {r['peak_rss_mb']} | {load} |")
 
 
 if __name__ == "__main__":
