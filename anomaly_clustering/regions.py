@@ -1,4 +1,4 @@
-"""Connected regions of binary masks (8-connected, SciPy), shared by every binarizer."""
+"""Connected regions of binary masks (8-connected, SciPy) and Otsu's threshold, shared by every binarizer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from .records import Region
 
-__all__ = ["masks_to_regions", "EIGHT_CONNECTED"]
+__all__ = ["masks_to_regions", "otsu_threshold", "EIGHT_CONNECTED"]
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
@@ -35,3 +35,15 @@ def masks_to_regions(masks: np.ndarray, maps: np.ndarray, min_area: int = 1) -> 
             ys, xs = sl
             out.append(Region(i, (int(xs.start), int(ys.start), int(xs.stop), int(ys.stop)), int(areas[lab - 1]), float(peaks[lab - 1])))
     return masks, tuple(out)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The threshold maximising the between-class variance of ``values`` (vectorised over all bins)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])

@@ -8,7 +8,7 @@ import numpy as np
 
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
-from anomaly_clustering.regions import masks_to_regions
+from anomaly_clustering.regions import otsu_threshold, masks_to_regions
 from anomaly_clustering.validation import Interval, check_is_fitted, validate_params
 
 
@@ -64,15 +64,3 @@ class OtsuThreshold(Binarizer):
         masks = np.asarray(maps.maps) > self.threshold_
         masks, regions = masks_to_regions(masks, maps.maps, self.min_area)
         return Regions(masks, np.full(len(maps), self.threshold_, np.float32), regions, {"method": "otsu"})
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """The threshold maximising the between-class variance of ``values`` (vectorised over all bins)."""
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])

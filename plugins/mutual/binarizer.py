@@ -8,9 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from anomaly_clustering.interfaces import Binarizer
-from anomaly_clustering.plugins.binarizers.threshold import otsu_threshold
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
-from anomaly_clustering.regions import EIGHT_CONNECTED, masks_to_regions
+from anomaly_clustering.regions import EIGHT_CONNECTED, masks_to_regions, otsu_threshold
 
 
 def top_values(maps: np.ndarray, fraction: float) -> np.ndarray:
