@@ -1,7 +1,7 @@
 """Refit and open-set figures on a labelled set (MVTec layout), through the commands a user runs.
 
-    ANOMALY_CLUSTERING_CACHE=/tmp/cache python benchmarks/labelling_quality.py --sets neu_det mtd --per_type 40 \\
-        --localizer color-stats --classifier average --input_size 224 --seeds 0 1 2 --work /tmp/labelling
+    ANOMALY_CLUSTERING_CACHE=<cache dir> python benchmarks/labelling_quality.py --sets neu_det mtd --per_type 40 \\
+        --localizer color-stats --classifier average --input_size 224 --seeds 0 1 2 --work <work dir>
 
 Per set: a stratified subset (``--per_type`` images of each type, seed 0; symlinks in ``--work``).
 
