@@ -6,8 +6,8 @@ The pipeline sets them for the duration of a run (``with runtime.settings(...)``
 ``runtime.device()``, ``runtime.progress(...)``, ``runtime.cache_dir()``, so no stage needs extra arguments. When
 ``fit`` runs on several devices or nodes (``--devices 2 --strategy ddp``), every process runs the whole pipeline:
 the stages that run a network share their work through the helpers at the end of this module (``rank_share``,
-``gather_rows``, ``setup_training``, ``backward``), every other stage computes the same result on each process, and
-only the main process writes the cache and the run folder.
+``gather_rows``) and train through :func:`anomaly_clustering.training.train` (DDP on the run's ``fabric()``), every
+other stage computes the same result on each process, and only the main process writes the cache and the run folder.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "Settings", "settings", "current", "device", "progress", "cache_dir", "resolve_device", "log",
-    "fabric", "world_size", "rank", "is_main", "barrier", "broadcast", "rank_share", "gather_rows", "setup_training", "backward",
+    "fabric", "world_size", "rank", "is_main", "barrier", "broadcast", "rank_share", "gather_rows",
 ]
 
 T = TypeVar("T")
@@ -141,21 +141,3 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     padded[: len(local)] = local.cpu()
     gathered = f.all_gather(padded.to(f.device)).cpu()  # world×per×…
     return gathered.reshape(-1, *local.shape[1:])[:n]
-
-
-def setup_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """Wrap a model and its optimizer for the run: DDP (gradients averaged across processes) through Lightning Fabric
-    when there are several processes; unchanged otherwise. Call the model's ``forward`` (not another method), so
-    that DDP sees the step."""
-    f = current().fabric
-    if f is None or f.world_size == 1:
-        return model, optimizer
-    return f.setup(model, optimizer)
-
-
-def backward(loss: torch.Tensor) -> None:
-    f = current().fabric
-    if f is not None and f.world_size > 1:
-        f.backward(loss)
-    else:
-        loss.backward()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly_clustering import runtime
+from anomaly_clustering import runtime, training
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, FeatureSpec, extract_features
 from anomaly_clustering.features_ops import weighted_descriptor
 from anomaly_clustering.interfaces import Representation
@@ -22,7 +22,7 @@ from anomaly_clustering.validation import Interval, check_is_fitted, validate_pa
 
 from .descriptor import MAP_NORMALIZATIONS, feature_batches, maps_on_grid, masks_on_grid, normalize_maps
 
-__all__ = ["ContrastiveHead", "ProjectionHead", "PixelBank", "PixelPools", "hadsell_loss", "image_neighbours", "sample_step"]
+__all__ = ["ContrastiveHead", "ProjectionHead", "PixelBank", "PixelPools", "gather_vectors", "hadsell_loss", "image_neighbours", "sample_step"]
 
 
 class ProjectionHead(nn.Module):
@@ -178,6 +178,18 @@ def sample_step(i: int, pools: PixelPools, neighbours: np.ndarray, far: list[np.
     }
 
 
+def gather_vectors(parts: dict[str, list[tuple[int, np.ndarray]]], pools: PixelPools, bank: PixelBank) -> dict[str, torch.Tensor]:
+    """The bank's vectors of one step's sampled pixels (:func:`sample_step`), per part: ``pos_*`` parts from the
+    positives, ``neg_*`` from the negatives; an empty part gives 0×C."""
+    vectors = {}
+    for key, picks in parts.items():
+        kind = "positives" if key.startswith("pos") else "negatives"
+        pool = getattr(pools, kind)
+        rows = [bank.get(j, kind, np.searchsorted(pool[j], p)) for j, p in picks]
+        vectors[key] = torch.cat(rows) if rows else torch.empty(0, bank.shape[-1])
+    return vectors
+
+
 class ContrastiveHead(Representation):
     """Blind-LCA: a 1×1 head (C→C/2→C, L2 norm) trained contrastively on pixels of the binarized maps, then eq. 2.
 
@@ -256,81 +268,79 @@ class ContrastiveHead(Representation):
         validate_params(self)
         feats = self._features(images)
         n, c, h, w = feats.shape
-        weights = normalize_maps(maps.maps, self.normalize_maps)
-        # Pools first (capped per image), then one pass over the features: eq. 2 descriptors and the pooled pixels'
-        # 0–1 scaled vectors, kept in one bank array (on disk beyond ``bank_memory_mb``).
-        rng = np.random.default_rng(self.seed)
-        if self.threshold is not None:  # an explicit threshold on the maps
-            pools = PixelPools.from_maps(maps_on_grid(np.asarray(maps.maps), (h, w)), np.full(n, self.threshold, np.float32))
-        else:  # the binarizer's masks, whichever made them (S4 threshold, MEBin, Otsu, ground truth)
-            pools = PixelPools.from_masks(masks_on_grid(np.asarray(regions.masks), (h, w)))
-        pools = pools.capped(self.max_pixels_per_image, rng)
+        rng = np.random.default_rng(self.seed)  # pools first, then (one process) the training order and samples
+        pools = self._pools(maps, regions, (h, w)).capped(self.max_pixels_per_image, rng)
         cap = max([1] + [len(p) for p in pools.positives] + [len(p) for p in pools.negatives])
-        bank = PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size, self.bank_dtype)
-        with bank:  # its temporary file goes however training ends
-            descriptors = np.empty((n, c), np.float32)
-            for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
-                descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
-                flat = f.flatten(2).transpose(1, 2).numpy()  # B × h·w × C
-                rows = np.zeros((len(idx), 2, cap, c), bank.dtype)
-                for b, j in enumerate(idx):
-                    for k, kind in enumerate(PixelBank.KINDS):
-                        pool = getattr(pools, kind)[j]
-                        rows[b, k, : len(pool)] = flat[b, pool]
-                bank.put_batch(int(idx[0]), rows)
+        with PixelBank(n, cap, c, self.bank_memory_mb, self.batch_size, self.bank_dtype) as bank:  # its file goes however training ends
+            descriptors = self._fill_bank(feats, maps, pools, bank)
             neighbours, far = image_neighbours(descriptors, self.n_neighbors)
-            # Train the head on sampled pixel vectors only.
-            torch.manual_seed(self.seed)
-            dev = runtime.device()
-            head = ProjectionHead(c, self.hidden_channels or max(1, c // 2)).to(dev)
-            opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            model, opt = runtime.setup_training(head, opt)  # DDP when the run spans several processes
-            world = runtime.world_size()
-            order_rng = rng  # one process: one generator for order and pixels
-            if world > 1:  # the same image order on every process (each takes its share), its own pixel samples
-                order_rng = np.random.default_rng(self.seed)
-                rng = np.random.default_rng([self.seed, runtime.rank()])
-
-            def gather(parts: list[tuple[int, np.ndarray]], kind: str) -> torch.Tensor:
-                if not parts:
-                    return torch.empty(0, c, device=dev)
-                pool = getattr(pools, kind)
-                return torch.cat([bank.get(j, kind, np.searchsorted(pool[j], p)) for j, p in parts]).to(dev)
-
-            losses: list[float] = []
-            head.train()
-            for _ in runtime.progress(range(self.epochs), desc="contrastive: epochs", unit="epoch"):
-                total = 0.0
-                order = order_rng.permutation(n)
-                if world > 1:  # equal step counts on every process (DDP steps together): wrap around, then deal out
-                    per = -(-n // world)
-                    order = np.resize(order, per * world)[runtime.rank() * per : (runtime.rank() + 1) * per]
-                for i in order:
-                    parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
-                    keys = list(parts)
-                    vectors = [gather(parts[k], "positives" if k.startswith("pos") else "negatives") for k in keys]
-                    sizes = [len(v) for v in vectors]
-                    out = model(torch.cat(vectors))
-                    z = dict(zip(keys, out.split(sizes)))
-                    loss = hadsell_loss(
-                        [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
-                        [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
-                        self.margin,
-                    )
-                    if world > 1:  # every process must take part in every step, even one whose sample gave no pairs
-                        loss = loss + 0.0 * out.sum()
-                    if loss.requires_grad and loss.grad_fn is not None:
-                        opt.zero_grad(set_to_none=True)
-                        runtime.backward(loss)
-                        opt.step()
-                    total += float(loss.detach())
-                losses.append(total / max(n, 1))
+            head, losses = self._train_head(bank, pools, neighbours, far, rng)
         self.bank_mb_ = bank.nbytes / 2**20
         self.bank_on_disk_ = bank.on_disk
         self.head_ = head.eval().cpu()
         self.loss_history_ = losses
         self.n_positive_pixels_ = int(sum(len(p) for p in pools.positives))
         return self
+
+    def _pools(self, maps: AnomalyMaps, regions: Regions, grid: tuple[int, int]) -> PixelPools:
+        """Positive and negative feature-grid cells per image: the binarizer's masks, whichever made them (S4
+        threshold, MEBin, Otsu, ground truth), or the maps above an explicit ``threshold``."""
+        if self.threshold is None:
+            return PixelPools.from_masks(masks_on_grid(np.asarray(regions.masks), grid))
+        on_grid = maps_on_grid(np.asarray(maps.maps), grid)
+        return PixelPools.from_maps(on_grid, np.full(len(on_grid), self.threshold, np.float32))
+
+    def _fill_bank(self, feats: FeatureArray, maps: AnomalyMaps, pools: PixelPools, bank: PixelBank) -> np.ndarray:
+        """One pass over the features: the eq. 2 descriptors (returned, N×C) and the pooled pixels' 0–1 scaled
+        vectors, written into ``bank``."""
+        n, c, h, w = feats.shape
+        weights = normalize_maps(maps.maps, self.normalize_maps)
+        descriptors = np.empty((n, c), np.float32)
+        for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
+            descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
+            flat = f.flatten(2).transpose(1, 2).numpy()  # B × h·w × C
+            rows = np.zeros((len(idx), len(PixelBank.KINDS), bank.shape[2], c), bank.dtype)
+            for b, j in enumerate(idx):
+                for k, kind in enumerate(PixelBank.KINDS):
+                    pool = getattr(pools, kind)[j]
+                    rows[b, k, : len(pool)] = flat[b, pool]
+            bank.put_batch(int(idx[0]), rows)
+        return descriptors
+
+    def _train_head(self, bank: PixelBank, pools: PixelPools, neighbours: np.ndarray, far: list[np.ndarray],
+                    rng: np.random.Generator) -> tuple[ProjectionHead, list[float]]:
+        """The head trained on sampled pixel vectors only (one step per image, ``epochs`` passes) and its mean loss
+        per epoch. One process draws the image order and the samples from ``rng``; in a multi-process run every
+        process draws the same order (each takes its share) and its own samples."""
+        n, channels = len(pools.positives), bank.shape[-1]
+        torch.manual_seed(self.seed)
+        head = ProjectionHead(channels, self.hidden_channels or max(1, channels // 2))
+        opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        order_rng = rng
+        if runtime.world_size() > 1:
+            order_rng, rng = np.random.default_rng(self.seed), np.random.default_rng([self.seed, runtime.rank()])
+
+        def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+            for i in training.deal_out(order_rng.permutation(n)):
+                parts = sample_step(int(i), pools, neighbours, far, rng, self.n_self, self.n_pool, self.n_counter_images)
+                yield gather_vectors(parts, pools, bank)
+
+        log = training.train(head, opt, batches, self._step_loss, self.epochs, desc="contrastive: training",
+                             steps_per_epoch=len(training.deal_out(np.arange(n))))
+        return head, [total / max(n, 1) for total in log.epoch_totals()]
+
+    def _step_loss(self, model: nn.Module, vectors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Hadsell's loss of one step: pull (pos_i, pos_nb), (neg_i, neg_nb); push (pos_i, neg_nb), (pos_nb, pos_counter)."""
+        out = model(torch.cat(list(vectors.values())))  # only the sampled pixel vectors go through the head
+        z = dict(zip(vectors, out.split([len(v) for v in vectors.values()])))
+        loss = hadsell_loss(
+            [(z["pos_i"], z["pos_nb"]), (z["neg_i"], z["neg_nb"])],
+            [(z["pos_i"], z["neg_nb"]), (z["pos_nb"], z["pos_counter"])],
+            self.margin,
+        )
+        if runtime.world_size() > 1:  # every process must take part in every step, even one whose sample gave no pairs
+            loss = loss + 0.0 * out.sum()
+        return loss
 
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
         check_is_fitted(self, "head_")

@@ -11,7 +11,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from anomaly_clustering import runtime
+from anomaly_clustering import runtime, training
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, FeatureSpec, extract_features
 from anomaly_clustering.data import image_size
 from anomaly_clustering.features_ops import scale_per_instance
@@ -33,32 +33,25 @@ def train_vae(
     latent: int = 128,
     seed: int = 42,
     device: torch.device | None = None,
-    progress=None,
+    desc: str = "fca-vae training",
 ) -> tuple[FeatureVAE, list[float]]:
-    """Train a :class:`FeatureVAE` on random pixel vectors drawn by ``pixels(batch, generator)``; returns it (eval
-    mode, on CPU) and the loss curve (one value per iteration)."""
-    device = device or torch.device("cpu")
+    """Train a :class:`FeatureVAE` on random pixel vectors drawn by ``pixels(batch, generator)`` (one epoch of
+    ``iterations`` steps of the shared training loop); returns it (eval mode, on CPU) and the loss of every step."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + runtime.rank())  # each process of a multi-process run draws its own pixels
-    vae = FeatureVAE(channels, latent=latent).to(device)
+    vae = FeatureVAE(channels, latent=latent)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
-    step_loss, opt = runtime.setup_training(VAELoss(vae, kl_weight), opt)  # DDP across processes when there are several
-    losses: list[float] = []
-    steps = range(iterations) if progress is None else progress(range(iterations))
-    # Adam's second moments of rarely active units underflow to denormals, which make CPU arithmetic ~100× slower
-    flush = torch.set_flush_denormal(True)
-    try:
-        for _ in steps:
-            v = pixels(batch_pixels, gen).to(device)
-            loss = step_loss(v)
-            opt.zero_grad(set_to_none=True)
-            runtime.backward(loss)
-            opt.step()
-            losses.append(float(loss.detach()))
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-    return vae.cpu().eval(), losses
+    log = training.train(
+        VAELoss(vae, kl_weight),  # the loss as the model's forward, so that DDP sees every step
+        opt,
+        batches=lambda epoch: (pixels(batch_pixels, gen) for _ in range(iterations)),
+        loss=lambda model, v: model(v),
+        device=device,
+        desc=desc,
+        steps_per_epoch=iterations,
+        flush_denormal=True,
+    )
+    return vae.cpu().eval(), list(log.losses[0])
 
 
 class FCALocalizer(Localizer):
@@ -232,7 +225,6 @@ class FCAVAELocalizer(FCALocalizer):
             latent=self.latent,
             seed=self.seed,
             device=runtime.device(),
-            progress=lambda it: runtime.progress(it, desc="fca-vae training", unit="step"),
         )
         tail = max(1, len(losses) // 20)
         self.loss_first_, self.loss_last_ = float(np.mean(losses[:tail])), float(np.mean(losses[-tail:]))

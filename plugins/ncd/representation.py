@@ -23,15 +23,16 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly_clustering import runtime
+from anomaly_clustering import runtime, training
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, MissingWeightsError, get_backbone, resolve_weights
 from anomaly_clustering.data import DataError, GOOD_NAMES, load_ground_truth, load_image_set
 from anomaly_clustering.interfaces import Representation
@@ -186,6 +187,17 @@ def sup_con(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.
     pos = (labels[:, None] == labels[None, :]) & ~eye
     log_prob = sim - torch.logsumexp(sim, 1, keepdim=True)
     return -((log_prob * pos).sum(1) / pos.sum(1).clamp_min(1)).mean()
+
+
+@dataclass(frozen=True)
+class TrainingCrops:
+    """What MGViT trains on, one row per crop: patches (n×3×S×S), masks (n×1×S×S), labels (−1 unlabelled, else the
+    base set's class), scores (the crop's anomaly score; 1 for base crops)."""
+
+    patches: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------ representation
@@ -366,89 +378,94 @@ class MGViTNCD(Representation):
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "MGViTNCD":
-        import lightning
-
         torch.manual_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        device = runtime.device()
-        crops, patches, masks = self._crops(images, maps, regions)
-        scores = torch.tensor([c.score for c in crops], dtype=torch.float32)
-        labels = torch.full((len(crops),), -1, dtype=torch.long)
-        n_base, base_classes = 0, []
-        if self.base_dir:
-            bp, bm, by, base_classes = self._base_set()
-            n_base = len(base_classes)
-            patches, masks = torch.cat([patches, bp]), torch.cat([masks, bm])
-            labels = torch.cat([labels, by])
-            scores = torch.cat([scores, torch.ones(len(by))])
-        n_classes = n_base + self.n_clusters
+        gen = torch.Generator().manual_seed(self.seed)  # views and batch order, in the order they are needed
+        crops, data, base_classes = self._training_crops(images, maps, regions)
+        n_classes = len(base_classes) + self.n_clusters
         top = self._new_top(n_classes)
-        n = len(patches)
         started = time.perf_counter()
-        if self.cache_views:
-            pool_t, pool_k = [], []
-            for _ in runtime.progress(range(self.n_views), desc="mgvit view cache", unit="view"):
-                vp, vm = augment(patches, masks, gen)
-                t, k = self._encode(vp, vm, device)
-                pool_t.append(t), pool_k.append(k)
-            pool_tokens, pool_keep = torch.stack(pool_t, 1), torch.stack(pool_k, 1)  # n×V×T×C, n×V×T
+        views = self._view_cache(data, gen) if self.cache_views else None
         self.cache_seconds_ = time.perf_counter() - started  # 0 without the cache
-
-        # the run's multi-process Fabric when there is one (DDP: each process trains on its share of every epoch)
-        fabric = runtime.fabric() or lightning.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1, precision="32-true")
-        world, rank = runtime.world_size(), runtime.rank()
-        optimizer = torch.optim.SGD(top.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        steps_per_epoch = max(1, math.ceil(n * self.repeats / world / self.batch_size))
-        total = steps_per_epoch * self.epochs
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1), eta_min=self.lr * 1e-3)
-        model, optimizer = fabric.setup(top, optimizer)
-        warm = max(1, int(round(self.teacher_warmup * self.epochs)))
-        t0, t1 = self.teacher_temperature
-        head_losses = torch.zeros(self.n_heads)
-        self.history_, self.epoch_seconds_ = [], []
-        model.train()
-        for epoch in runtime.progress(range(self.epochs), desc="mgvit-ncd", unit="epoch"):
-            tau_t = t0 + (t1 - t0) * min(epoch / warm, 1.0) if warm > 1 else t1
-            order = torch.cat([torch.randperm(n, generator=gen) for _ in range(self.repeats)])
-            if world > 1:  # the same order everywhere (same generator), dealt out in equal shares
-                per = -(-len(order) // world)
-                order = order.repeat(world)[rank * per : (rank + 1) * per]
-            epoch_heads = torch.zeros(self.n_heads)
-            epoch_total = 0.0
-            epoch_start = time.perf_counter()
-            for s in range(0, len(order), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                if len(idx) < 2:
-                    continue
-                if self.cache_views:
-                    va = torch.randint(0, self.n_views, (len(idx),), generator=gen)
-                    vb = (va + torch.randint(1, max(self.n_views, 2), (len(idx),), generator=gen)) % max(self.n_views, 1)
-                    ta, ka = pool_tokens[idx, va], pool_keep[idx, va]
-                    tb, kb = pool_tokens[idx, vb], pool_keep[idx, vb]
-                else:
-                    ta, ka = self._encode(*augment(patches[idx], masks[idx], gen), device)
-                    tb, kb = self._encode(*augment(patches[idx], masks[idx], gen), device)
-                tokens = torch.cat([ta, tb]).to(device)
-                keep = torch.cat([ka, kb]).to(device)
-                logits, z = model(tokens, keep)  # heads×2B×C, 2B×128
-                loss, per_head = self._loss(logits, z, labels[idx].to(device), scores[idx].to(device), n_base, tau_t)
-                optimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                epoch_heads += per_head.detach().cpu()
-                epoch_total += float(loss.detach())
-            head_losses = epoch_heads
-            self.history_.append(epoch_total / steps_per_epoch)
-            self.epoch_seconds_.append(time.perf_counter() - epoch_start)
+        head_losses = self._train(top, data, views, gen, len(base_classes))
         self.best_head_ = int(torch.argmin(head_losses))
-        self.n_base_classes_ = n_base
+        self.n_base_classes_ = len(base_classes)
         self.base_classes_ = base_classes
         self.n_crops_ = len(crops)
         self.state_ = {k: v.detach().cpu().clone() for k, v in top.state_dict().items()}
         self.n_outputs_ = n_classes
         self._top_cache = top.cpu().eval()
         return self
+
+    def _training_crops(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> tuple[list[CropBox], TrainingCrops, list[str]]:
+        """The set's crops (unlabelled, −1) followed by, with ``base_dir``, the labelled crops of the base set (score 1);
+        also returns the set's own crops and the base set's class names."""
+        crops, patches, masks = self._crops(images, maps, regions)
+        data = TrainingCrops(patches, masks, torch.full((len(crops),), -1, dtype=torch.long),
+                             torch.tensor([c.score for c in crops], dtype=torch.float32))
+        if not self.base_dir:
+            return crops, data, []
+        bp, bm, by, base_classes = self._base_set()
+        data = TrainingCrops(torch.cat([data.patches, bp]), torch.cat([data.masks, bm]), torch.cat([data.labels, by]),
+                             torch.cat([data.scores, torch.ones(len(by))]))
+        return crops, data, base_classes
+
+    def _view_cache(self, data: TrainingCrops, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen part's tokens and keep masks of ``n_views`` augmented views per crop: n×V×T×C, n×V×T."""
+        device = runtime.device()
+        pool_t, pool_k = [], []
+        for _ in runtime.progress(range(self.n_views), desc="mgvit view cache", unit="view"):
+            t, k = self._encode(*augment(data.patches, data.masks, gen), device)
+            pool_t.append(t), pool_k.append(k)
+        return torch.stack(pool_t, 1), torch.stack(pool_k, 1)
+
+    def _pair_views(self, idx: torch.Tensor, data: TrainingCrops, views: tuple[torch.Tensor, torch.Tensor] | None,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and keep masks of two different views of each crop in ``idx`` (2B rows: all first views, then all
+        second ones), from the view cache or freshly augmented and encoded."""
+        if views is None:
+            ta, ka = self._encode(*augment(data.patches[idx], data.masks[idx], gen), runtime.device())
+            tb, kb = self._encode(*augment(data.patches[idx], data.masks[idx], gen), runtime.device())
+        else:
+            va = torch.randint(0, self.n_views, (len(idx),), generator=gen)
+            vb = (va + torch.randint(1, max(self.n_views, 2), (len(idx),), generator=gen)) % max(self.n_views, 1)
+            (tokens, keep) = views
+            ta, ka, tb, kb = tokens[idx, va], keep[idx, va], tokens[idx, vb], keep[idx, vb]
+        return torch.cat([ta, tb]), torch.cat([ka, kb])
+
+    def _teacher_temperature(self, epoch: int) -> float:
+        """The teacher's temperature in ``epoch``: linear from the first to the second value over the warm-up."""
+        warm = max(1, int(round(self.teacher_warmup * self.epochs)))
+        t0, t1 = self.teacher_temperature
+        return t0 + (t1 - t0) * min(epoch / warm, 1.0) if warm > 1 else t1
+
+    def _train(self, top: MaskGuidedTop, data: TrainingCrops, views: tuple[torch.Tensor, torch.Tensor] | None,
+               gen: torch.Generator, n_base: int) -> torch.Tensor:
+        """Train ``top`` (SGD, cosine schedule) on ``repeats`` shuffles of the crops per epoch, in batches of two
+        views per crop; in a multi-process run each process takes its share of every epoch. Records the mean loss
+        per epoch; returns each head's summed loss over the last epoch."""
+        n = len(data.patches)
+        optimizer = torch.optim.SGD(top.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        steps_per_epoch = max(1, math.ceil(n * self.repeats / runtime.world_size() / self.batch_size))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps_per_epoch * self.epochs, 1), eta_min=self.lr * 1e-3)
+        head_sums = torch.zeros(self.epochs, self.n_heads)
+
+        def batches(epoch: int) -> Iterator[dict[str, Any]]:
+            tau = self._teacher_temperature(epoch)
+            for idx in training.shuffled_batches(n, self.batch_size, gen, self.repeats, min_size=2):
+                tokens, keep = self._pair_views(idx, data, views, gen)
+                yield {"tokens": tokens, "keep": keep, "labels": data.labels[idx], "scores": data.scores[idx], "tau": tau, "epoch": epoch}
+
+        def step_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+            logits, z = model(batch["tokens"], batch["keep"])  # heads×2B×C, 2B×128
+            loss, per_head = self._loss(logits, z, batch["labels"], batch["scores"], n_base, batch["tau"])
+            head_sums[batch["epoch"]] += per_head.detach().cpu()
+            return loss
+
+        log = training.train(top, optimizer, batches, step_loss, self.epochs, scheduler=scheduler, desc="mgvit-ncd",
+                             steps_per_epoch=steps_per_epoch)
+        self.history_ = [total / steps_per_epoch for total in log.epoch_totals()]
+        self.epoch_seconds_ = list(log.seconds)
+        return head_sums[-1] if self.epochs else torch.zeros(self.n_heads)
 
     def _loss(self, logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, n_base: int, tau_t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Total loss and each head's own part (its self-distillation + entropy + CE terms)."""
