@@ -20,7 +20,9 @@ from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.examples import make_example_set, make_texture, plant_defect
 from anomaly_clustering.records import AnomalyMaps, Regions
-from anomaly_clustering.plugins.blind_lca.contrastive import ContrastiveHead, PixelPools, hadsell_loss, image_neighbours, sample_step
+from anomaly_clustering.plugins.blind_lca.contrastive import (
+    ContrastiveHead, PixelBank, PixelPools, gather_vectors, hadsell_loss, image_neighbours, sample_step,
+)
 from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor, normalize_maps
 from anomaly_clustering.plugins.sohn.representations import AveragePooling, MaxHausdorff, WeightedAverage, classical_mds
 from anomaly_clustering.plugins.common.clusterers import WardClusterer
@@ -151,6 +153,29 @@ def test_sampling_respects_thresholds_neighbours_and_far_half():
     assert step["pos_counter"] == []  # the far half (3–5) holds no positives
     step3 = sample_step(3, pools, neighbours, far, rng)
     assert step3["pos_i"] == [] and {j for j, _ in step3["pos_counter"]} <= {0, 1, 2}
+
+
+def test_a_steps_vectors_come_from_the_bank_rows_of_its_sampled_pixels():
+    """Each part of a step reads its pixels' vectors from the bank (positives or negatives by the part's name)."""
+    pools = PixelPools([np.array([1, 4]), np.array([2])], [np.array([0, 3]), np.array([0, 1, 3])])
+    bank = PixelBank(2, 3, 2, memory_mb=1.0, batch_size=2)
+    rows = np.arange(2 * 2 * 3 * 2, dtype=np.float32).reshape(2, 2, 3, 2)
+    bank.put_batch(0, rows)
+    parts = {"pos_i": [(0, np.array([4, 1]))], "neg_nb": [(0, np.array([3])), (1, np.array([1, 3]))], "pos_counter": []}
+    v = gather_vectors(parts, pools, bank)
+    np.testing.assert_array_equal(v["pos_i"].numpy(), rows[0, 0, [1, 0]])  # positions 4, 1 sit in slots 1, 0
+    np.testing.assert_array_equal(v["neg_nb"].numpy(), np.concatenate([rows[0, 1, [1]], rows[1, 1, [1, 2]]]))
+    assert v["pos_counter"].shape == (0, 2) and v["pos_counter"].dtype == torch.float32
+
+
+def test_contrastive_training_is_reproducible_and_records_every_epoch(textures):
+    images, _, maps, regions = textures
+    with runtime.settings(quiet=True, device="cpu"):
+        a = ContrastiveHead(input_size=SIZE, epochs=2, seed=4).fit(images, maps, regions)
+        b = ContrastiveHead(input_size=SIZE, epochs=2, seed=4).fit(images, maps, regions)
+        c = ContrastiveHead(input_size=SIZE, epochs=2, seed=5).fit(images, maps, regions)
+    assert len(a.loss_history_) == 2 and a.loss_history_ == b.loss_history_ and a.loss_history_ != c.loss_history_
+    assert all(torch.equal(x, y) for x, y in zip(a.head_.state_dict().values(), b.head_.state_dict().values()))
 
 
 def test_map_normalisation_and_mds():

@@ -16,7 +16,7 @@ from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.examples import make_texture, plant_defect
 from anomaly_clustering.features_ops import gaussian_blur
-from anomaly_clustering.plugins.blind_lca.localizer import FCALocalizer, FCAVAELocalizer
+from anomaly_clustering.plugins.blind_lca.localizer import FCALocalizer, FCAVAELocalizer, train_vae
 from anomaly_clustering.plugins.blind_lca.torch_model import FCAParams, FeatureVAE, fca_map, reference_distribution
 
 SIZE = 128  # image side; lite0 features at stride 8 → 16×16 maps
@@ -96,6 +96,22 @@ def test_vae_decodes_mu_without_sampling():
     a, b = vae.reconstruct_maps(x), vae.reconstruct_maps(x)
     assert a.shape == x.shape and torch.equal(a, b) and torch.all(a >= 0)
     assert vae.loss(x.permute(0, 2, 3, 1).reshape(-1, 8)).item() > 0
+
+
+def test_vae_training_lowers_the_loss_and_repeats_under_its_seed():
+    """``train_vae`` runs the shared loop: one loss per iteration, a falling loss, the same weights for the same seed."""
+    pool = torch.rand(512, 8) * torch.linspace(0.2, 1.0, 8)  # pixel vectors with some structure to learn
+
+    def sample(batch: int, gen: torch.Generator) -> torch.Tensor:
+        return pool[torch.randint(len(pool), (batch,), generator=gen)]
+
+    with runtime.settings(quiet=True, device="cpu"):
+        runs = [train_vae(sample, 8, 60, 64, lr=1e-2, latent=4, seed=s) for s in (1, 1, 2)]
+    (vae, losses), (again, losses_again), (other, losses_other) = runs
+    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    assert losses == losses_again and losses != losses_other
+    assert all(torch.equal(p, q) for p, q in zip(vae.state_dict().values(), again.state_dict().values()))
+    assert not vae.training and next(vae.parameters()).device.type == "cpu"
 
 
 @pytest.fixture(scope="module")

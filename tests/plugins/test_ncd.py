@@ -130,10 +130,19 @@ def test_two_epoch_hybrid_run_on_cpu(tiny_set, cache_views, monkeypatch, tmp_pat
     np.testing.assert_allclose(emb.vectors.sum(1), 1.0, rtol=1e-4)
     np.testing.assert_allclose(emb.weights, np.sqrt(np.maximum(emb.info["areas"], 1)), rtol=1e-5)
     assert len(rep.history_) == 2 and all(np.isfinite(rep.history_)) and 0 <= rep.best_head_ < 4
+    assert len(rep.epoch_seconds_) == 2 and rep.cache_seconds_ >= 0
     again = pickle.loads(pickle.dumps(rep)).transform(images, maps, regions)  # rebuilt from its small state
     np.testing.assert_allclose(again.vectors, emb.vectors, atol=1e-5)
     out = RegionMerge(n_clusters=3).fit_predict(emb)
     assert out.labels.shape == (len(images),)
+
+
+def test_teacher_temperature_warms_up_linearly():
+    rep = MGViTNCD(epochs=10, teacher_temperature=(0.07, 0.04), teacher_warmup=0.5)
+    temps = [rep._teacher_temperature(e) for e in range(10)]
+    assert temps[0] == pytest.approx(0.07) and temps[5:] == [pytest.approx(0.04)] * 5
+    assert all(a > b for a, b in zip(temps[:5], temps[1:6]))
+    assert MGViTNCD(epochs=1, teacher_temperature=(0.07, 0.04))._teacher_temperature(0) == 0.04  # no warm-up
 
 
 def test_vit_without_weights_refuses_random_init(tiny_set, tmp_path):
