@@ -263,9 +263,19 @@ def _close(a: Any, b: Any, atol: float) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _check_deterministic(label: str, what: str, first: dict[str, Any], second: dict[str, Any], atol: float) -> None:
+def _refit_seed(est: Any, seed: int) -> int:
+    """The global seed for the determinism check's second fit: the same one, or — for a plugin that declares
+    ``uses_global_rng = False`` (its cached result is shared by runs with different seeds) — another one, so
+    that the check also tests that claim."""
+    return seed if getattr(est, "uses_global_rng", True) else seed + 1
+
+
+def _check_deterministic(label: str, what: str, first: dict[str, Any], second: dict[str, Any], atol: float, est: Any = None) -> None:
     for k in first:
         if not _close(first[k], second[k], atol):
+            if est is not None and not getattr(est, "uses_global_rng", True):
+                raise _fail(label, f"declares uses_global_rng = False, but {what} changes with the global seed: {k} differs "
+                            "(seed its own generators from a seed parameter, or leave uses_global_rng True)")
             raise _fail(label, f"{what} is not deterministic under a fixed seed: {k} differs between two runs (give it a seed parameter)")
 
 
@@ -297,9 +307,9 @@ def check_localizer(obj_or_cls: Any, images: ImageSet | None = None, seed: int =
     if _image_hashes(images) != hashes:
         raise _fail(label, "modified the image files")
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit(images) on a clone", lambda: twin.fit(images).predict(images))
-        _check_deterministic(label, "fit + predict", {"maps": maps.maps, "scores": maps.scores}, {"maps": again.maps, "scores": again.scores}, atol)
+        _check_deterministic(label, "fit + predict", {"maps": maps.maps, "scores": maps.scores}, {"maps": again.maps, "scores": again.scores}, atol, est)
     return maps
 
 
@@ -343,9 +353,9 @@ def check_binarizer(obj_or_cls: Any, images: ImageSet | None = None, maps: Anoma
     _check_regions(label, regions, maps)
     _check_unmutated(label, "maps", maps, snap)
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit_transform on a clone", lambda: twin.fit_transform(maps, images))
-        _check_deterministic(label, "fit + transform", {"masks": regions.masks, "thresholds": regions.thresholds}, {"masks": again.masks, "thresholds": again.thresholds}, 1e-6)
+        _check_deterministic(label, "fit + transform", {"masks": regions.masks, "thresholds": regions.thresholds}, {"masks": again.masks, "thresholds": again.thresholds}, 1e-6, est)
     return regions
 
 
@@ -413,9 +423,9 @@ def check_representation(obj_or_cls: Any, images: ImageSet | None = None, maps: 
     if _image_hashes(images) != hashes:
         raise _fail(label, "modified the image files")
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit_transform on a clone", lambda: twin.fit_transform(images, maps, regions))
-        _check_deterministic(label, "fit + transform", {"vectors": emb.vectors, "image_index": emb.image_index}, {"vectors": again.vectors, "image_index": again.image_index}, atol)
+        _check_deterministic(label, "fit + transform", {"vectors": emb.vectors, "image_index": emb.image_index}, {"vectors": again.vectors, "image_index": again.image_index}, atol, est)
     return emb
 
 
@@ -461,9 +471,9 @@ def check_clusterer(obj_or_cls: Any, embeddings: Embeddings | None = None, truth
             ari = adjusted_rand_score(truth, np.asarray(res.labels))
             if ari < min_ari:
                 raise _fail(label, f"recovers well-separated clusters with ARI {ari:.3f} < {min_ari}")
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(model, seed)):
             again = _call(label, "fit_predict on a clone", lambda: twin.fit_predict(emb))
-        _check_deterministic(label, "fit_predict", {"labels": res.labels}, {"labels": again.labels}, 0)
+        _check_deterministic(label, "fit_predict", {"labels": res.labels}, {"labels": again.labels}, 0, model)
         if getattr(type(model), "supports_predict", True):
             new, _ = example_embeddings(n_clusters, per_cluster=2, seed=seed + 1)
             with _stage_settings(seed):
