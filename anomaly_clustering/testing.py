@@ -401,23 +401,7 @@ def check_representation(obj_or_cls: Any, images: ImageSet | None = None, maps: 
     with _stage_settings(seed):
         emb = _call(label, "transform(images, maps, regions)", lambda: est.transform(images, maps, regions))
     _check_embeddings(label, emb, len(images))
-    idx = [len(images) - 1, 0, 1]
-    sub_maps = AnomalyMaps(np.asarray(maps.maps)[idx], np.asarray(maps.scores)[idx], np.asarray(maps.image_sizes)[idx])
-    sub_regions = example_regions(sub_maps, float(np.asarray(regions.thresholds)[0]) if np.isfinite(np.asarray(regions.thresholds)[0]) else 0.3)
-    if transform_new_images:
-        with _stage_settings(seed):
-            sub = _call(label, "transform(new images)", lambda: est.transform(images.subset(idx), sub_maps, sub_regions))
-        _check_embeddings(label, sub, len(idx))
-        if np.asarray(sub.vectors).shape[1] != np.asarray(emb.vectors).shape[1]:
-            raise _fail(label, "transform of new images gives another embedding width than on the fitted set")
-    else:
-        try:
-            with _stage_settings(seed):
-                est.transform(images.subset(idx), sub_maps, sub_regions)
-        except (ValueError, NotImplementedError):
-            pass
-        else:
-            raise _fail(label, "cannot embed new images (transform_new_images=False) but transform of new images did not raise")
+    _check_new_images(label, est, images, maps, regions, emb.vectors, seed, transform_new_images)
     _check_unmutated(label, "maps", maps, snaps[0])
     _check_unmutated(label, "regions", regions, snaps[1])
     if _image_hashes(images) != hashes:
@@ -427,6 +411,27 @@ def check_representation(obj_or_cls: Any, images: ImageSet | None = None, maps: 
             again = _call(label, "fit_transform on a clone", lambda: twin.fit_transform(images, maps, regions))
         _check_deterministic(label, "fit + transform", {"vectors": emb.vectors, "image_index": emb.image_index}, {"vectors": again.vectors, "image_index": again.image_index}, atol, est)
     return emb
+
+
+def _check_new_images(label: str, est: Any, images: ImageSet, maps: AnomalyMaps, regions: Regions, vectors: Any, seed: int, supported: bool) -> None:
+    """``transform`` of three images in another order: embeddings of the fitted width, or — for a transductive
+    method (``supported`` False) — a ValueError / NotImplementedError saying it cannot."""
+    idx = [len(images) - 1, 0, 1]
+    sub_maps = AnomalyMaps(np.asarray(maps.maps)[idx], np.asarray(maps.scores)[idx], np.asarray(maps.image_sizes)[idx])
+    sub_regions = example_regions(sub_maps, float(np.asarray(regions.thresholds)[0]) if np.isfinite(np.asarray(regions.thresholds)[0]) else 0.3)
+    if supported:
+        with _stage_settings(seed):
+            sub = _call(label, "transform(new images)", lambda: est.transform(images.subset(idx), sub_maps, sub_regions))
+        _check_embeddings(label, sub, len(idx))
+        if np.asarray(sub.vectors).shape[1] != np.asarray(vectors).shape[1]:
+            raise _fail(label, "transform of new images gives another embedding width than on the fitted set")
+        return
+    try:
+        with _stage_settings(seed):
+            est.transform(images.subset(idx), sub_maps, sub_regions)
+    except (ValueError, NotImplementedError):
+        return
+    raise _fail(label, "cannot embed new images (transform_new_images=False) but transform of new images did not raise")
 
 
 def _check_embeddings(label: str, emb: Any, n: int) -> None:
