@@ -395,13 +395,26 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], report: bool) -> str:
 
 
 def benchmark_main(argv: list[str]) -> int:
-    import shlex
-
-    from jsonargparse import ArgumentParser
-
+    """``anomaly-cluster benchmark``: run every set × seed × localizer × classifier not finished earlier (each in a
+    fresh process), then write the tables."""
     from .config import ConfigError as CLIError
     from .config import parse_args as _parse
-    from .data import load_ground_truth
+
+    cfg = _parse(_benchmark_parser(), argv)
+    plan = _plan(cfg)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    done = _finished_rows(plan.out / "results.jsonl")
+    rows = [row for s in plan.sets for row in _benchmark_set(plan, s, done)]
+    if not rows:
+        raise CLIError("benchmark: no combination finished")
+    text = _write_outputs(plan.out, rows, cfg.report)
+    print(text)
+    print(f"\nwritten: {plan.out / 'results.md'}, results.csv, results.json, summary.json")
+    return 0
+
+
+def _benchmark_parser() -> Any:
+    from jsonargparse import ArgumentParser
 
     p = ArgumentParser(prog="anomaly-cluster benchmark", description="localizers × classifiers on labelled sets (MVTec layout), one table", exit_on_error=False)
     p.add_argument("--data", nargs="+", type=str, default=[], help="labelled set folders (e.g. …/mtd/test); or --suite")
@@ -421,12 +434,34 @@ def benchmark_main(argv: list[str]) -> int:
     p.add_argument("--report", type=bool, default=False, help="also write an HTML report per run and link it")
     p.add_argument("--fit_options", type=str, default="", help="extra fit options for every run, one string: e.g. '--input_size 256 --backbone mobilenet_v2'")
     p.add_argument("--device", type=str, default="auto")
-    cfg = _parse(p, argv)
+    return p
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a benchmark run covers (from its options): sets, seeds, plugins, K modes, where outputs go."""
+
+    sets: list[SuiteSet]
+    seeds: list[int]
+    explicit_seed: bool
+    localizers: list[str]
+    classifiers: list[str]
+    k_modes: list[Any]
+    extra: list[str]
+    out: Path
+    cache: str
+    cfg: Any
+
+
+def _plan(cfg: Any) -> _Plan:
+    import shlex
+
+    from .config import ConfigError as CLIError
+
     try:
         seeds = parse_seeds(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    explicit_seed = cfg.seeds is not None
     if cfg.suite:
         if cfg.data:
             raise CLIError("give --suite or --data, not both")
@@ -436,66 +471,75 @@ def benchmark_main(argv: list[str]) -> int:
     else:
         raise CLIError("give --data folders or --suite benchmarks/suite.yaml")
     k_modes = _parse_k_modes(cfg.n_clusters if cfg.n_clusters is not None else ("gt,auto" if cfg.suite else "gt"))
-    extra = shlex.split(cfg.fit_options)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = cfg.cache_dir or str(out / "cache")
-    classifiers = [FLOOR] + [c for c in cfg.classifiers.split(",") if c and c != FLOOR]
-    localizers = [l for l in cfg.localizers.split(",") if l]
-    done_file = out / "results.jsonl"
+    return _Plan(sets, seeds, cfg.seeds is not None, [l for l in cfg.localizers.split(",") if l],
+                 [FLOOR] + [c for c in cfg.classifiers.split(",") if c and c != FLOOR], k_modes, shlex.split(cfg.fit_options),
+                 out, cfg.cache_dir or str(out / "cache"), cfg)
+
+
+def _finished_rows(done_file: Path) -> dict[str, dict]:
+    """Rows of runs finished earlier (``results.jsonl``), by their key."""
     done: dict[str, dict] = {}
     if done_file.exists():
         for line in done_file.read_text().splitlines():
             row = json.loads(line)
             done[row["key"]] = row
-    rows = []
-    for s in sets:
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
-        k_true = len(set(load_ground_truth(images).labels))
-        set_k = k_true if s.n_clusters == "gt" else int(s.n_clusters)
-        if s.n_clusters != "gt" and set_k != k_true:
-            print(f"[benchmark] {s.name}: the suite says K = {set_k}, the labels hold {k_true} types; using {set_k}", flush=True)
-        for seed in seeds:
-            for loc in localizers:
-                for clf in classifiers:
-                    if clf == FLOOR and loc != localizers[0]:
-                        continue  # Average ignores the maps: one floor per set and seed
-                    modes = [set_k if m == "gt" else m for m in (k_modes if clf != FLOOR else [m for m in k_modes if m != "auto"] or ["gt"])]
-                    keys = {m: json.dumps([s.name, s.protocol, loc, clf, s.subset, s.subset_seed, seed, m, extra, cfg.k_max]) for m in modes}
-                    todo = [m for m in modes if keys[m] not in done]
-                    for m in modes:
-                        if keys[m] in done:
-                            rows.append(done[keys[m]])
-                    if not todo:
-                        print(f"[benchmark] {s.name} seed {seed} {loc} × {clf}: done earlier", flush=True)
-                        continue
-                    run = out / "runs" / s.name / s.protocol / f"seed{seed}" / f"{loc}__{clf}"
-                    job = {"data": s.data, "localizer": loc, "classifier": clf, "n_clusters": todo, "seed": seed, "explicit_seed": explicit_seed,
-                           "subset": s.subset, "subset_seed": s.subset_seed, "exclude_good": s.exclude_good, "cache_dir": cache, "run": str(run),
-                           "extra": extra, "device": cfg.device, "pngs": cfg.report, "k_max": cfg.k_max, "out": str(out)}
-                    print(f"[benchmark] {s.name} ({len(images)} images, K={set_k}) seed {seed} {loc} × {clf} (K: {', '.join(map(str, todo))}) …", flush=True)
-                    result, error, wall = _run_child(job)
-                    if result is None:
-                        print(f"[benchmark] {s.name} seed {seed} {loc} × {clf} FAILED: {error}", file=sys.stderr, flush=True)
-                        continue
-                    for m, row in zip(todo, result):
-                        row.update(key=keys[m], protocol=s.protocol, data=s.name, child_seconds=round(wall / len(result), 2))
-                        if cfg.report:
-                            from . import runtime
-                            from .report import write_report
+    return done
 
-                            with runtime.settings(quiet=True):
-                                row["report"] = str(write_report(row["run"]))
-                        with open(done_file, "a") as fh:
-                            fh.write(json.dumps(row) + "\n")
-                        rows.append(row)
-                        print(f"[benchmark]   K={row['K']}{' (auto)' if m == 'auto' else ''}  NMI {row['nmi']:.3f}  ARI {row['ari']:.3f}  F1 {row['f1_micro']:.3f}  ({row['wall_seconds']:.0f} s, peak {row['peak_rss_mb']:.0f} MB)", flush=True)
-    if not rows:
-        raise CLIError("benchmark: no combination finished")
-    text = _write_outputs(out, rows, cfg.report)
-    print(text)
-    print(f"\nwritten: {out / 'results.md'}, results.csv, results.json, summary.json")
-    return 0
+
+def _benchmark_set(plan: _Plan, s: SuiteSet, done: dict[str, dict]) -> list[dict[str, Any]]:
+    """Every seed × localizer × classifier on one set: rows finished earlier are reused, the others run."""
+    from .data import load_ground_truth
+
+    images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+    k_true = len(set(load_ground_truth(images).labels))
+    set_k = k_true if s.n_clusters == "gt" else int(s.n_clusters)
+    if s.n_clusters != "gt" and set_k != k_true:
+        print(f"[benchmark] {s.name}: the suite says K = {set_k}, the labels hold {k_true} types; using {set_k}", flush=True)
+    rows = []
+    for seed in plan.seeds:
+        for loc in plan.localizers:
+            for clf in plan.classifiers:
+                if clf == FLOOR and loc != plan.localizers[0]:
+                    continue  # Average ignores the maps: one floor per set and seed
+                modes = [set_k if m == "gt" else m for m in (plan.k_modes if clf != FLOOR else [m for m in plan.k_modes if m != "auto"] or ["gt"])]
+                keys = {m: json.dumps([s.name, s.protocol, loc, clf, s.subset, s.subset_seed, seed, m, plan.extra, plan.cfg.k_max]) for m in modes}
+                todo = [m for m in modes if keys[m] not in done]
+                rows += [done[keys[m]] for m in modes if keys[m] in done]
+                if not todo:
+                    print(f"[benchmark] {s.name} seed {seed} {loc} × {clf}: done earlier", flush=True)
+                    continue
+                print(f"[benchmark] {s.name} ({len(images)} images, K={set_k}) seed {seed} {loc} × {clf} (K: {', '.join(map(str, todo))}) …", flush=True)
+                rows += _run_job(plan, s, seed, loc, clf, todo, keys)
+    return rows
+
+
+def _run_job(plan: _Plan, s: SuiteSet, seed: int, loc: str, clf: str, todo: list[Any], keys: dict[Any, str]) -> list[dict[str, Any]]:
+    """One localizer × classifier × seed in a child process; its rows (one per K mode) are appended to
+    ``results.jsonl`` as they come, with an HTML report each when asked."""
+    cfg = plan.cfg
+    run = plan.out / "runs" / s.name / s.protocol / f"seed{seed}" / f"{loc}__{clf}"
+    job = {"data": s.data, "localizer": loc, "classifier": clf, "n_clusters": todo, "seed": seed, "explicit_seed": plan.explicit_seed,
+           "subset": s.subset, "subset_seed": s.subset_seed, "exclude_good": s.exclude_good, "cache_dir": plan.cache, "run": str(run),
+           "extra": plan.extra, "device": cfg.device, "pngs": cfg.report, "k_max": cfg.k_max, "out": str(plan.out)}
+    result, error, wall = _run_child(job)
+    if result is None:
+        print(f"[benchmark] {s.name} seed {seed} {loc} × {clf} FAILED: {error}", file=sys.stderr, flush=True)
+        return []
+    rows = []
+    for m, row in zip(todo, result):
+        row.update(key=keys[m], protocol=s.protocol, data=s.name, child_seconds=round(wall / len(result), 2))
+        if cfg.report:
+            from . import runtime
+            from .report import write_report
+
+            with runtime.settings(quiet=True):
+                row["report"] = str(write_report(row["run"]))
+        with open(plan.out / "results.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        rows.append(row)
+        print(f"[benchmark]   K={row['K']}{' (auto)' if m == 'auto' else ''}  NMI {row['nmi']:.3f}  ARI {row['ari']:.3f}  F1 {row['f1_micro']:.3f}  ({row['wall_seconds']:.0f} s, peak {row['peak_rss_mb']:.0f} MB)", flush=True)
+    return rows
 
 
 if __name__ == "__main__":  # child process: one combination, its rows written to the job's result file

@@ -1,8 +1,8 @@
 """Checks of every command's options before any work, each failure one line naming the option.
 
 Modelled on scikit-learn's ``_parameter_constraints`` / ``validate_params``: each command has a table mapping an
-option to the constraints its value may satisfy (any one of them), and :func:`validate_params` checks a parsed
-configuration against it. Checks that look at more than one option (``k_min`` ≤ ``k_max``) or at the file system
+option to the constraints its value may satisfy (any one of them; the vocabulary plugins use too, from
+:mod:`.validation`), and :func:`validation.check_options` checks a parsed configuration against it. Checks that look at more than one option (``k_min`` ≤ ``k_max``) or at the file system
 (a writable run folder, a weights file that is one) follow the table. Nothing here computes features or fits.
 """
 
@@ -12,7 +12,9 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Mapping
+
+from .validation import NONE, Check, Interval, StrOptions, ValidationError, check_options
 
 __all__ = [
     "ValidationError",
@@ -34,83 +36,8 @@ STAGES = ("localizer", "binarizer", "representation", "clusterer")
 K_METHODS = ("silhouette", "eigengap")
 
 
-class ValidationError(ValueError):
-    """An option's value is invalid; the message names the option and says what it accepts."""
-
-
-# ------------------------------------------------------------------------------------------------ constraints
-class Interval:
-    """A number of ``type`` in [left, right] (``None``: unbounded on that side)."""
-
-    def __init__(self, type_: type, left: float | None, right: float | None):
-        self.type, self.left, self.right = type_, left, right
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, self.type):
-            return False
-        return (self.left is None or value >= self.left) and (self.right is None or value <= self.right)
-
-    def __str__(self) -> str:
-        kind = "an integer" if self.type is int else "a number"
-        if self.left is not None and self.right is not None:
-            return f"{kind} in [{self.left}, {self.right}]"
-        return f"{kind} ≥ {self.left}" if self.left is not None else f"{kind} ≤ {self.right}"
-
-
-class StrOptions:
-    """One of a fixed set of strings."""
-
-    def __init__(self, options: Iterable[str]):
-        self.options = tuple(options)
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        return isinstance(value, str) and value in self.options
-
-    def __str__(self) -> str:
-        return " or ".join(repr(o) for o in self.options)
-
-
-class Check:
-    """A free-form constraint: ``func(value)`` returns None when the value is fine, else the reason it is not."""
-
-    def __init__(self, func: Callable[[Any], str | None], description: str):
-        self.func, self.description = func, description
-        self.reason: str | None = None
-
-    def is_satisfied_by(self, value: Any) -> bool:
-        self.reason = self.func(value)
-        return self.reason is None
-
-    def __str__(self) -> str:
-        return self.reason or self.description
-
-
-class _NoneOK:
-    def is_satisfied_by(self, value: Any) -> bool:
-        return value is None
-
-    def __str__(self) -> str:
-        return "unset"
-
-
-NONE = _NoneOK()
-
-
-def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list[Any]], prefix: str = "--") -> None:
-    """Raise ValidationError for the first option in ``constraints`` whose value in ``params`` satisfies none of
-    its constraints (options absent from ``params`` are skipped)."""
-    for name, allowed in constraints.items():
-        if name not in params:
-            continue
-        value = params[name]
-        if any(c.is_satisfied_by(value) for c in allowed):
-            continue
-        shown = [str(c) for c in allowed if c is not NONE]
-        raise ValidationError(f"{prefix}{name} {_show(value)}: {'; '.join(shown)}")
-
-
-def _show(value: Any) -> str:
-    return "''" if value == "" else str(value)
+#: Kept under its old name: check a mapping of options against a constraint table.
+validate_params = check_options
 
 
 # ------------------------------------------------------------------------------------------- file-system checks
@@ -202,8 +129,8 @@ def _backbone(value: Any) -> str | None:
     return "unknown backbone (see anomaly-cluster list; any timm model name works)"
 
 
-INPUT_SIZE = Interval(int, 32, 8192)
-SEED = Interval(int, 0, 2**32 - 1)
+INPUT_SIZE = Interval(32, 8192, "both", integer=True)
+SEED = Interval(0, 2**32 - 1, "both", integer=True)
 
 #: fit's options → the constraints their value may satisfy (any one).
 FIT_CONSTRAINTS: dict[str, list[Any]] = {
@@ -211,16 +138,16 @@ FIT_CONSTRAINTS: dict[str, list[Any]] = {
     "normal_dir": [NONE, Check(_existing_dir, "an existing folder of images")],
     "run": [Check(_writable, "a folder that can be written")],
     "cache_dir": [NONE, Check(_writable, "a folder that can be written")],
-    "n_clusters": [Interval(int, 1, None), StrOptions(["auto"])],
-    "k_min": [Interval(int, 2, None)],
-    "k_max": [Interval(int, 2, None)],
+    "n_clusters": [Interval(1, None, "left", integer=True), StrOptions(["auto"])],
+    "k_min": [Interval(2, None, "left", integer=True)],
+    "k_max": [Interval(2, None, "left", integer=True)],
     "k_method": [StrOptions(K_METHODS)],
     "backbone": [NONE, Check(_backbone, "a backbone name")],
     "backbone_weights": [NONE, Check(_weights, "a weights file or folder")],
     "input_size": [NONE, INPUT_SIZE],
     "seed": [NONE, SEED],
     "device": [Check(_device, "auto, cpu, cuda, cuda:N or mps")],
-    "num_nodes": [Interval(int, 1, None)],
+    "num_nodes": [Interval(1, None, "left", integer=True)],
 }
 #: Options of any stage plugin that get the same checks as the shared setting of that name.
 STAGE_CONSTRAINTS: dict[str, list[Any]] = {
@@ -243,13 +170,13 @@ def validate_fit(cfg: Any, pipeline_config: Any = None) -> None:
     if isinstance(n_clusters, str) and n_clusters.strip().lstrip("-").isdigit():
         n_clusters = int(n_clusters)
     params["n_clusters"] = n_clusters
-    validate_params(params, FIT_CONSTRAINTS)
+    check_options(params, FIT_CONSTRAINTS)
     if params.get("k_min", 2) > params.get("k_max", 10):
         raise ValidationError(f"--k_min {params['k_min']} --k_max {params['k_max']}: k_min must not exceed k_max")
     if pipeline_config is not None:
         for stage in STAGES:
             spec = pipeline_config.spec(stage)
-            validate_params(spec.options, STAGE_CONSTRAINTS, prefix=f"--{stage}.")
+            check_options(spec.options, STAGE_CONSTRAINTS, prefix=f"--{stage}.")
 
 
 def validate_fit_images(images: Any, n_clusters: int | str, k_min: int = 2) -> None:
@@ -286,13 +213,13 @@ def check_finished_run(path: Any, option: str = "--run") -> None:
 def validate_predict(cfg: Any) -> None:
     params = _as_dict(cfg)
     check_finished_run(params["run"])
-    validate_params(params, {"data": FIT_CONSTRAINTS["data"], "device": FIT_CONSTRAINTS["device"]})
+    check_options(params, {"data": FIT_CONSTRAINTS["data"], "device": FIT_CONSTRAINTS["device"]})
     if params.get("output"):
         check_writable_dir(params["output"], "--output")
 
 
 def _check_labels(params: Mapping[str, Any]) -> None:
-    validate_params(params, {"labels": [NONE, Check(_existing_file, "a CSV file with columns image,label")]})
+    check_options(params, {"labels": [NONE, Check(_existing_file, "a CSV file with columns image,label")]})
 
 
 def validate_evaluate(cfg: Any) -> None:

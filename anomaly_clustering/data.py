@@ -226,6 +226,22 @@ def load_image_set(
         )
     if not names:
         raise DataError(f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
+    good, digests, bad = _read_images(root, names, strict)
+    if bad:
+        warnings.warn(
+            f"skipped {len(bad)} unreadable image(s) in {root}: {', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}",
+            stacklevel=2,
+        )
+    if len(good) < min_images:
+        raise DataError(f"--data {root}: {len(good)} readable image(s), at least {min_images} needed")
+    images = ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
+    _warn_duplicates(images)
+    return images
+
+
+def _read_images(root: Path, names: Sequence[str], strict: bool) -> tuple[list[str], list[str], list[str]]:
+    """Decode every image fully (catching truncation): (readable names, their pixel digests, unreadable names);
+    ``strict``: an unreadable image is a DataError instead."""
     good, digests, bad = [], [], []
     for name in names:
         path = root / name
@@ -244,23 +260,20 @@ def load_image_set(
             continue
         good.append(name)
         digests.append(digest)
-    if bad:
-        warnings.warn(
-            f"skipped {len(bad)} unreadable image(s) in {root}: {', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}",
-            stacklevel=2,
-        )
-    if len(good) < min_images:
-        raise DataError(f"--data {root}: {len(good)} readable image(s), at least {min_images} needed")
-    images = ImageSet(str(root), tuple(good), tuple(digests), tuple(bad))
+    return good, digests, bad
+
+
+def _warn_duplicates(images: ImageSet) -> None:
+    """One warning naming the groups of pixel-identical images (each group gets one cluster)."""
     groups = duplicate_groups(images)
-    if groups and len(groups[0]) < len(good):  # all identical: the pipeline refuses the set with its own message
+    if groups and len(groups[0]) < len(images):  # all identical: the pipeline refuses the set with its own message
+        good = images.names
         shown = "; ".join(" = ".join(good[i] for i in g[:8]) + (" …" if len(g) > 8 else "") for g in groups[:5])
         warnings.warn(
-            f"{sum(len(g) for g in groups)} images in {root} are pixel-identical copies in {len(groups)} group(s) "
+            f"{sum(len(g) for g in groups)} images in {images.root} are pixel-identical copies in {len(groups)} group(s) "
             f"(each group gets one cluster): {shown}{' …' if len(groups) > 5 else ''}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return images
 
 
 @dataclass(frozen=True)

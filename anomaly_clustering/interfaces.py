@@ -35,6 +35,13 @@ class _Stage(BaseEstimator, ABC):
 
     interface_version: ClassVar[int] = 1
 
+    #: Whether ``fit`` may draw from the global random generators (Python's ``random``, NumPy's, torch's default),
+    #: which the pipeline seeds with the run's ``seed`` before each stage. True, the safe default, puts the run seed
+    #: into the stage's cache key. A plugin whose result follows from its inputs and parameters alone (deterministic,
+    #: or seeded only from its own ``seed`` / ``random_state`` parameter) sets it False, so that runs with different
+    #: seeds share its cached result; the conformance kit checks the claim (a refit under another global seed).
+    uses_global_rng: ClassVar[bool] = True
+
     @classmethod
     def summary(cls) -> str:
         """The first line of the class docstring: what ``anomaly-cluster list`` shows."""

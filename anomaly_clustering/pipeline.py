@@ -19,14 +19,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import registry, runtime
 from .config import STAGES, PipelineConfig, StageSpec, merge_stage_options
-from .interfaces import Binarizer, Clusterer, Localizer, Representation
+from .interfaces import Clusterer
 from .kselect import cluster_distinct, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 from .store import StageCache, load_object, load_record, save_object, save_record, stable_hash
@@ -40,6 +40,17 @@ class PipelineError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another process is writing the same run folder."""
+
+
+@dataclass
+class _FitState:
+    """What :meth:`Pipeline.fit` gathers stage by stage: fitted components, cache keys and hits, timings."""
+
+    components: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    hits: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    compute_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +72,13 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def uses_global_rng(component: Any) -> bool:
+    """Whether ``component``'s result may depend on the global random generators the pipeline seeds with the run
+    seed before each stage: its ``uses_global_rng`` attribute (see :class:`interfaces.Localizer`), True for a
+    component that does not declare it."""
+    return bool(getattr(component, "uses_global_rng", True))
 
 
 def _peak_rss_mb() -> float:
@@ -113,9 +131,13 @@ class Pipeline:
     def build(self, stage: str) -> Any:
         return registry.create(stage, self.config.spec(stage).name, **self.stage_options(stage))
 
-    def _key(self, stage: str, component: Any, *inputs: str) -> str:
+    def _key(self, stage: str, component: Any, *inputs: Any) -> str:
+        """The stage's cache key: plugin identity, parameters, ``inputs`` and — only for a component that may draw
+        from the global random generators (:func:`uses_global_rng`) — the run seed, so that a stage whose result
+        does not depend on the seed is shared by runs with different seeds."""
         ident = _plugin_identity(stage, self.config.spec(stage).name)
-        return stable_hash(stage, ident, component.get_params(deep=False), self.config.seed, *inputs)
+        seed = self.config.seed if uses_global_rng(component) else None
+        return stable_hash(stage, ident, component.get_params(deep=False), seed, *inputs)
 
     def _say(self, msg: str) -> None:
         self.log.append(msg)
@@ -148,91 +170,80 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------------------- fit
     def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> FitResult:
+        """Run the four stages on ``images`` (``normal_images``: defect-free references for the localizer), each
+        reused from the stage cache when its key is there."""
         cfg = self.config
-        n = len(images)
+        self._check_images(images)
+        run = _FitState()
+        self._compute_seconds = run.compute_seconds
+        n, name = len(images), cfg.localizer.name
+        with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root)):
+            maps = self._run_stage(run, "localizer", AnomalyMaps, lambda loc: (loc, _checked_maps(loc.fit_predict(images, normal_images), n, name)),
+                                   images.fingerprint(), normal_images.fingerprint() if normal_images else "")
+            regions = self._run_stage(run, "binarizer", Regions, lambda binz: (binz, binz.fit_transform(maps, images)), run.keys["localizer"])
+            emb = self._run_stage(run, "representation", Embeddings, lambda rep: (rep, self._checked_embeddings(rep.fit_transform(images, maps, regions), n)),
+                                  run.keys["binarizer"])
+            clustering = self._run_stage(run, "clusterer", Clustering, lambda clu: self._fit_clusterer(clu, images, emb),
+                                         run.keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, cfg.k_method)
+        return FitResult(images, maps, regions, emb, clustering, run.components, run.keys, run.hits, run.seconds, _peak_rss_mb(), dict(run.compute_seconds))
+
+    def _check_images(self, images: ImageSet) -> None:
+        """Refuse a set that cannot be clustered into the K asked, before any work."""
+        n, distinct, k = len(images), len(set(images.digests)), self.config.n_clusters
         if n < 2:
             raise PipelineError(f"--data {images.root}: {n} image; at least 2 are needed to cluster")
-        if isinstance(cfg.n_clusters, int):
-            if cfg.n_clusters < 1:
-                raise PipelineError(f"--n_clusters {cfg.n_clusters}: must be at least 1")
-            if cfg.n_clusters > len(set(images.digests)):  # copies of one picture share a cluster
-                raise PipelineError(f"--n_clusters {cfg.n_clusters}: more clusters than distinct images ({len(set(images.digests))})")
-        if len(set(images.digests)) == 1:
+        if isinstance(k, int):
+            if k < 1:
+                raise PipelineError(f"--n_clusters {k}: must be at least 1")
+            if k > distinct:  # copies of one picture share a cluster
+                raise PipelineError(f"--n_clusters {k}: more clusters than distinct images ({distinct})")
+        if distinct == 1:
             raise PipelineError(f"--data {images.root}: all {n} images are identical; there is nothing to cluster")
-        components: dict[str, Any] = {}
-        keys: dict[str, str] = {}
-        hits: dict[str, bool] = {}
-        seconds: dict[str, float] = {}
-        self._compute_seconds: dict[str, float] = {}
-        with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root)):
-            # 1. localize
-            loc: Localizer = self.build("localizer")
-            keys["localizer"] = self._key("localizer", loc, images.fingerprint(), normal_images.fingerprint() if normal_images else "")
-            with self._stage("localizer", keys["localizer"], seconds, hits) as hit:
-                t_start = time.perf_counter()
-                if hit is None:
-                    _seed_everything(cfg.seed)
-                    maps = loc.fit_predict(images, normal_images)
-                    _check_maps(maps, n, cfg.localizer.name)
-                    self._store("localizer", keys["localizer"], loc, maps, time.perf_counter() - t_start)
-                else:
-                    loc, maps = self._load("localizer", hit, AnomalyMaps)
-            components["localizer"] = loc
-            # 2. binarize
-            binz: Binarizer = self.build("binarizer")
-            keys["binarizer"] = self._key("binarizer", binz, keys["localizer"])
-            with self._stage("binarizer", keys["binarizer"], seconds, hits) as hit:
-                t_start = time.perf_counter()
-                if hit is None:
-                    _seed_everything(cfg.seed)
-                    regions = binz.fit_transform(maps, images)
-                    self._store("binarizer", keys["binarizer"], binz, regions, time.perf_counter() - t_start)
-                else:
-                    binz, regions = self._load("binarizer", hit, Regions)
-            components["binarizer"] = binz
-            # 3. represent
-            rep: Representation = self.build("representation")
-            keys["representation"] = self._key("representation", rep, keys["binarizer"])
-            with self._stage("representation", keys["representation"], seconds, hits) as hit:
-                t_start = time.perf_counter()
-                if hit is None:
-                    _seed_everything(cfg.seed)
-                    emb = rep.fit_transform(images, maps, regions)
-                    if emb.n_images != n:
-                        raise PipelineError(f"representation {cfg.representation.name!r} returned embeddings for {emb.n_images} images, expected {n}")
-                    self._store("representation", keys["representation"], rep, emb, time.perf_counter() - t_start)
-                else:
-                    rep, emb = self._load("representation", hit, Embeddings)
-            components["representation"] = rep
-            # 4. cluster (K given or estimated)
-            clu: Clusterer = self.build("clusterer")
-            keys["clusterer"] = self._key("clusterer", clu, keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, cfg.k_method)
-            with self._stage("clusterer", keys["clusterer"], seconds, hits) as hit:
-                t_start = time.perf_counter()
-                if hit is None:
-                    _seed_everything(cfg.seed)
-                    clustering = cluster_distinct(images, emb, lambda e: self._cluster(clu, e))  # copies share a label
-                    clu = clustering.info.pop("_fitted", clu)
-                    self._store("clusterer", keys["clusterer"], clu, clustering, time.perf_counter() - t_start)
-                else:
-                    clu, clustering = self._load("clusterer", hit, Clustering)
-            components["clusterer"] = clu
-        return FitResult(images, maps, regions, emb, clustering, components, keys, hits, seconds, _peak_rss_mb(), dict(self._compute_seconds))
 
-    def _cluster(self, clu: Clusterer, emb: Embeddings) -> Clustering:
+    def _run_stage(self, run: "_FitState", stage: str, record_type: type, compute: Callable[[Any], tuple[Any, Any]], *inputs: Any) -> Any:
+        """One stage: build its component, key it by its identity, parameters and ``inputs`` (the previous stage's
+        key, or the images), then reuse the cached (component, record) or compute them with ``compute(component)``
+        under the run seed and store them. Returns the record; the component and bookkeeping go into ``run``."""
+        component = self.build(stage)
+        key = run.keys[stage] = self._key(stage, component, *inputs)
+        with self._stage(stage, key, run.seconds, run.hits) as hit:
+            t_start = time.perf_counter()
+            if hit is None:
+                _seed_everything(self.config.seed)
+                component, record = compute(component)
+                self._store(stage, key, component, record, time.perf_counter() - t_start)
+            else:
+                component, record = self._load(stage, hit, record_type)
+        run.components[stage] = component
+        return record
+
+    def _checked_embeddings(self, emb: Embeddings, n: int) -> Embeddings:
+        if emb.n_images != n:
+            raise PipelineError(f"representation {self.config.representation.name!r} returned embeddings for {emb.n_images} images, expected {n}")
+        return emb
+
+    def _fit_clusterer(self, clu: Clusterer, images: ImageSet, emb: Embeddings) -> tuple[Clusterer, Clustering]:
+        """The fitted clusterer (a clone of ``clu`` when K was estimated) and its clustering; pixel-identical images
+        are clustered once and share a label (:func:`kselect.cluster_distinct`)."""
+        fitted: list[Clusterer] = [clu]
+
+        def cluster(e: Embeddings) -> Clustering:
+            fitted[0], result = self._cluster(clu, e)
+            return result
+
+        clustering = cluster_distinct(images, emb, cluster)
+        return fitted[0], clustering
+
+    def _cluster(self, clu: Clusterer, emb: Embeddings) -> tuple[Clusterer, Clustering]:
         cfg = self.config
         if isinstance(cfg.n_clusters, int):
             clu.set_params(n_clusters=cfg.n_clusters)
-            result = clu.fit_predict(emb)
-            result.info["_fitted"] = clu
-            return result
+            return clu, clu.fit_predict(emb)
         if cfg.n_clusters != "auto":
             raise PipelineError(f"--n_clusters {cfg.n_clusters!r}: give a positive integer or 'auto'")
         k, curve, fitted, result = select_n_clusters(clu, emb, cfg.k_min, cfg.k_max, cfg.k_method)
         self._say(f"[clusterer] estimated K = {k} by {cfg.k_method} over K = {min(curve)}…{max(curve)}")
-        result = dataclasses.replace(result, k_curve=curve, k_method=cfg.k_method)
-        result.info["_fitted"] = fitted
-        return result
+        return fitted, dataclasses.replace(result, k_curve=curve, k_method=cfg.k_method)
 
     def _store(self, stage: str, key: str, component: Any, record: Any, seconds: float | None = None) -> None:
         if runtime.is_main():  # every process holds the same result; one writes it
@@ -247,11 +258,13 @@ class Pipeline:
         return load_object(folder / "component.pkl"), load_record(folder / "record", cls)
 
 
-def _check_maps(maps: AnomalyMaps, n: int, name: str) -> None:
+def _checked_maps(maps: AnomalyMaps, n: int, name: str) -> AnomalyMaps:
+    """``maps`` when it holds ``n`` finite maps, else a PipelineError naming the localizer."""
     if len(maps) != n:
         raise PipelineError(f"localizer {name!r} returned {len(maps)} maps for {n} images")
     if not np.all(np.isfinite(np.asarray(maps.maps[: min(n, 64)]))):
         raise PipelineError(f"localizer {name!r} returned non-finite anomaly values")
+    return maps
 
 
 class RunLock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,9 +209,6 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
 
 
 def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, max_per_cluster: int) -> Path:
-    from .evaluation import evaluate_records
-    from .metrics import hungarian_mapping
-
     run = RunFolder.open(run_dir)
     images = run.images()
     clustering, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
@@ -218,99 +216,155 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
     labels = np.asarray(clustering.labels)
     x = emb.image_vectors()
     (out / "img").mkdir(parents=True, exist_ok=True)
-    gt: GroundTruth | None = None
-    try:
-        gt = load_ground_truth(images, labels_csv)
-    except (DataError, OSError):
-        gt = None
+    gt = _ground_truth(images, labels_csv)
+    truth_names = list(gt.labels) if gt is not None else None
     config = run.config
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>anomaly-cluster report</title><style>{CSS}</style></head><body>"]
-    set_name = Path(images.root).parent.name if Path(images.root).name == "test" else Path(images.root).name
-    parts.append(f"<h1>Anomaly clusters: {html.escape(set_name)} ({len(images)} images, K = {clustering.n_clusters})</h1>")
-    parts.append("<section id='summary'><p>" + html.escape(
-        f"localizer {config['localizer']['name']} · binarizer {config['binarizer']['name']} · representation "
-        f"{config['representation']['name']} · clusterer {config['clusterer']['name']} · K {clustering.k_method}"
-    ) + "</p>" + _table(["stage", "seconds to compute", "reused from cache"], [[k, v, "yes" if summary.get("cache_reused", {}).get(k) else "no"] for k, v in (summary.get("compute_seconds") or summary.get("seconds", {})).items()]) + "</section>")
-
-    truth_names: list[str] | None = None
+    parts = _summary_parts(run_dir, images, clustering, config)
     if gt is not None:
-        truth_names = list(gt.labels)
-        result = evaluate_records(images, maps, clustering, labels_csv)
-        c, l = result["clustering"], result["localization"]
-        f = lambda v: "—" if v is None else f"{v:.3f}"
-        parts.append("<section id='metrics'><h2>Metrics against ground truth</h2>" + _table(
-            ["NMI", "ARI", "F1 micro", "F1 macro", "PRO@0.3", "AUROC pixel", "AUROC image"],
-            [[f(c["nmi"]), f(c["ari"]), f(c["f1_micro"]), f(c["f1_macro"]), f(l["pro_30"]), f(l["auroc_pixel"]), f(l["auroc_image"])]],
-        ) + f"<p class='note'>masks: {html.escape(l['masks'])}</p></section>")
-        true_ids, classes = gt.label_ids()
-        mapping = hungarian_mapping(true_ids, labels)
-        order = sorted(range(clustering.n_clusters), key=lambda k: (mapping.get(k, -1) < 0, mapping.get(k, 99)))
-        rows = []
-        for ci, cname in enumerate(classes):
-            rows.append([cname] + [int(np.sum((true_ids == ci) & (labels == k))) for k in order])
-        header = ["true type \\ cluster"] + [f"{k} → {classes[mapping[k]] if mapping.get(k, -1) >= 0 else '—'}" for k in order]
-        parts.append("<section id='confusion'><h2>Confusion matrix (clusters matched to types by optimal assignment)</h2>" + _table(header, rows) + "</section>")
-
-    parts.append("<section id='embedding-map'><h2>Embedding map</h2>")
-    note = _embedding_map(x, labels, truth_names, out / "embedding_map.png", seed=int(config.get("seed", 0) or 0))
-    parts.append(f"<p class='note'>{html.escape(note)}</p>" if note else "<img src='embedding_map.png' alt='t-SNE of the embeddings'>")
-    parts.append("</section>")
-
-    kfile = Path(run_dir) / "k_selection.json"
-    if kfile.exists():
-        k = json.loads(kfile.read_text())
-        _k_curve_png(k["curve"], k["chosen"], k["method"], out / "k_selection.png")
-        parts.append(f"<section id='k-selection'><h2>Choice of K ({html.escape(k['method'])})</h2><img src='k_selection.png' alt='K-selection curve'></section>")
-
-    arr = np.asarray(maps.maps, np.float32)
-    lo, hi = float(np.percentile(arr, 1)), float(arr.max())
-    parts.append("<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>")
-    parts.append(_edit_toolbar(run_dir))
-    work = []
-    for k in state.clusters:
-        members = np.flatnonzero(labels == k)
-        if len(members) == 0:
-            continue
-        centroid = x[members].mean(0)
-        dist = np.linalg.norm(x[members] - centroid, axis=1)
-        members = members[np.argsort(dist)]
-        work.append((k, members))
-    total = sum(min(len(m), max_per_cluster) for _, m in work)
-    bar = iter(runtime.progress(range(total), desc="report thumbnails", unit="img"))
-    stems = output_names(images.names)
-    for k, members in work:
-        composition = ""
-        if truth_names is not None:
-            counts: dict[str, int] = {}
-            for i in members:
-                counts[truth_names[i]] = counts.get(truth_names[i], 0) + 1
-            composition = " · " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda t: -t[1]))
-        parts.append(f"<div class='cluster' id='cluster-{k}'><h3>Cluster {k}: {len(members)} images{html.escape(composition)}</h3>")
-        parts.append(_cluster_controls(k, state))
-        parts.append(f"<p class='note'>most typical: {html.escape(images.names[members[0]])}; least typical: {html.escape(images.names[members[-1]])}</p><div class='gallery'>")
-        shown = members[:max_per_cluster]
-        for rank, i in enumerate(shown):
-            stem = stems[i]
-            img = load_image(images.paths[i])
-            mh, mw = maps.map_size
-            pred = np.asarray(Image.fromarray(np.asarray(regions.masks[i], np.uint8) * 255).resize((img.shape[1], img.shape[0]), Image.NEAREST)) > 0
-            true = gt.load_mask(i, img.shape[:2]) if gt is not None and gt.has_masks else None
-            heat = _heat_rgb(arr[i], lo, hi)
-            a, b = _thumbs(img, np.asarray(Image.fromarray(heat).resize((img.shape[1], img.shape[0]), Image.BILINEAR)), pred, true, thumb)
-            a.save(out / "img" / f"{stem}.jpg", quality=85)
-            b.save(out / "img" / f"{stem}_map.jpg", quality=85)
-            tag = " <span class='tag'>most typical</span>" if rank == 0 else (" <span class='tag'>least typical</span>" if i == members[-1] else "")
-            true_txt = f" · true: {truth_names[i]}" if truth_names else ""
-            parts.append(
-                f"<figure><div class='pair'><img src='img/{stem}.jpg' alt='{html.escape(images.names[i])}'><img src='img/{stem}_map.jpg' alt='anomaly map'></div>"
-                f"<figcaption>{html.escape(images.names[i])} · score {float(maps.scores[i]):.3g}{html.escape(true_txt)}{tag}{_image_control(images.names[i], k, state)}</figcaption></figure>"
-            )
-            next(bar, None)
-        if len(members) > max_per_cluster:
-            parts.append(f"<p class='note'>+{len(members) - max_per_cluster} more (see clusters.csv)</p>")
-        parts.append("</div></div>")
+        parts += _truth_parts(images, maps, clustering, labels, gt, labels_csv)
+    parts += _embedding_parts(x, labels, truth_names, out, int(config.get("seed", 0) or 0))
+    parts += _k_selection_parts(run_dir, out)
+    parts += _cluster_parts(run_dir, images, maps, regions, labels, x, state, gt, truth_names, out, thumb, max_per_cluster)
     parts.append("</section>" + _edit_script(state) + "</body></html>")
     page = out / "index.html"
     page.write_text("\n".join(parts))
     return page
+
+
+def _ground_truth(images: Any, labels_csv: str | None) -> GroundTruth | None:
+    """The set's ground truth (type labels, masks) when it has any, else None."""
+    try:
+        return load_ground_truth(images, labels_csv)
+    except (DataError, OSError):
+        return None
+
+
+def _summary_parts(run_dir: str, images: Any, clustering: Any, config: dict[str, Any]) -> list[str]:
+    """The page head, its title and the summary section (plugins, seconds per stage, cache reuse)."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>anomaly-cluster report</title><style>{CSS}</style></head><body>"]
+    set_name = Path(images.root).parent.name if Path(images.root).name == "test" else Path(images.root).name
+    parts.append(f"<h1>Anomaly clusters: {html.escape(set_name)} ({len(images)} images, K = {clustering.n_clusters})</h1>")
+    seconds = (summary.get("compute_seconds") or summary.get("seconds", {})).items()
+    parts.append("<section id='summary'><p>" + html.escape(
+        f"localizer {config['localizer']['name']} · binarizer {config['binarizer']['name']} · representation "
+        f"{config['representation']['name']} · clusterer {config['clusterer']['name']} · K {clustering.k_method}"
+    ) + "</p>" + _table(["stage", "seconds to compute", "reused from cache"], [[k, v, "yes" if summary.get("cache_reused", {}).get(k) else "no"] for k, v in seconds]) + "</section>")
+    return parts
+
+
+def _truth_parts(images: Any, maps: Any, clustering: Any, labels: np.ndarray, gt: GroundTruth, labels_csv: str | None) -> list[str]:
+    """The metrics against ground truth and the confusion matrix (clusters matched to types)."""
+    from .evaluation import evaluate_records
+    from .metrics import hungarian_mapping
+
+    result = evaluate_records(images, maps, clustering, labels_csv)
+    c, l = result["clustering"], result["localization"]
+    f = lambda v: "—" if v is None else f"{v:.3f}"
+    parts = ["<section id='metrics'><h2>Metrics against ground truth</h2>" + _table(
+        ["NMI", "ARI", "F1 micro", "F1 macro", "PRO@0.3", "AUROC pixel", "AUROC image"],
+        [[f(c["nmi"]), f(c["ari"]), f(c["f1_micro"]), f(c["f1_macro"]), f(l["pro_30"]), f(l["auroc_pixel"]), f(l["auroc_image"])]],
+    ) + f"<p class='note'>masks: {html.escape(l['masks'])}</p></section>"]
+    true_ids, classes = gt.label_ids()
+    mapping = hungarian_mapping(true_ids, labels)
+    order = sorted(range(clustering.n_clusters), key=lambda k: (mapping.get(k, -1) < 0, mapping.get(k, 99)))
+    rows = [[cname] + [int(np.sum((true_ids == ci) & (labels == k))) for k in order] for ci, cname in enumerate(classes)]
+    header = ["true type \\ cluster"] + [f"{k} → {classes[mapping[k]] if mapping.get(k, -1) >= 0 else '—'}" for k in order]
+    parts.append("<section id='confusion'><h2>Confusion matrix (clusters matched to types by optimal assignment)</h2>" + _table(header, rows) + "</section>")
+    return parts
+
+
+def _embedding_parts(x: np.ndarray, labels: np.ndarray, truth_names: list[str] | None, out: Path, seed: int) -> list[str]:
+    note = _embedding_map(x, labels, truth_names, out / "embedding_map.png", seed=seed)
+    return ["<section id='embedding-map'><h2>Embedding map</h2>",
+            f"<p class='note'>{html.escape(note)}</p>" if note else "<img src='embedding_map.png' alt='t-SNE of the embeddings'>",
+            "</section>"]
+
+
+def _k_selection_parts(run_dir: str, out: Path) -> list[str]:
+    kfile = Path(run_dir) / "k_selection.json"
+    if not kfile.exists():
+        return []
+    k = json.loads(kfile.read_text())
+    _k_curve_png(k["curve"], k["chosen"], k["method"], out / "k_selection.png")
+    return [f"<section id='k-selection'><h2>Choice of K ({html.escape(k['method'])})</h2><img src='k_selection.png' alt='K-selection curve'></section>"]
+
+
+def _typical_order(labels: np.ndarray, x: np.ndarray, clusters: Any) -> list[tuple[int, np.ndarray]]:
+    """Per non-empty cluster, its members from the most to the least typical (distance to the centroid)."""
+    work = []
+    for k in clusters:
+        members = np.flatnonzero(labels == k)
+        if len(members) == 0:
+            continue
+        dist = np.linalg.norm(x[members] - x[members].mean(0), axis=1)
+        work.append((k, members[np.argsort(dist)]))
+    return work
+
+
+@dataclass(frozen=True)
+class _Gallery:
+    """What every thumbnail of the clusters section needs: the run's records, the ground truth, where to write."""
+
+    images: Any
+    maps: np.ndarray  # N×h×w anomaly maps (float32)
+    scores: Any
+    regions: Any
+    gt: GroundTruth | None
+    truth_names: list[str] | None
+    state: Any
+    out: Path
+    thumb: int
+    heat_range: tuple[float, float]
+    stems: list[str]
+
+
+def _cluster_parts(run_dir: str, images: Any, maps: Any, regions: Any, labels: np.ndarray, x: np.ndarray, state: Any, gt: GroundTruth | None,
+                   truth_names: list[str] | None, out: Path, thumb: int, max_per_cluster: int) -> list[str]:
+    """The clusters section: the edit toolbar, then per cluster its header, controls and gallery of thumbnails."""
+    arr = np.asarray(maps.maps, np.float32)
+    g = _Gallery(images, arr, maps.scores, regions, gt, truth_names, state, out, thumb, (float(np.percentile(arr, 1)), float(arr.max())), output_names(images.names))
+    parts = ["<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>",
+             _edit_toolbar(run_dir)]
+    work = _typical_order(labels, x, state.clusters)
+    bar = iter(runtime.progress(range(sum(min(len(m), max_per_cluster) for _, m in work)), desc="report thumbnails", unit="img"))
+    for k, members in work:
+        parts += _cluster_head(g, k, members)
+        for rank, i in enumerate(members[:max_per_cluster]):
+            tag = " <span class='tag'>most typical</span>" if rank == 0 else (" <span class='tag'>least typical</span>" if i == members[-1] else "")
+            parts.append(_figure(g, i, k, tag))
+            next(bar, None)
+        if len(members) > max_per_cluster:
+            parts.append(f"<p class='note'>+{len(members) - max_per_cluster} more (see clusters.csv)</p>")
+        parts.append("</div></div>")
+    return parts
+
+
+def _cluster_head(g: _Gallery, k: int, members: np.ndarray) -> list[str]:
+    """A cluster's title (size, composition by true type when known), its edit controls and the gallery's start."""
+    composition = ""
+    if g.truth_names is not None:
+        counts: dict[str, int] = {}
+        for i in members:
+            counts[g.truth_names[i]] = counts.get(g.truth_names[i], 0) + 1
+        composition = " · " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda t: -t[1]))
+    names = g.images.names
+    return [f"<div class='cluster' id='cluster-{k}'><h3>Cluster {k}: {len(members)} images{html.escape(composition)}</h3>",
+            _cluster_controls(k, g.state),
+            f"<p class='note'>most typical: {html.escape(names[members[0]])}; least typical: {html.escape(names[members[-1]])}</p><div class='gallery'>"]
+
+
+def _figure(g: _Gallery, i: int, k: int, tag: str) -> str:
+    """Write image ``i``'s two thumbnails (contours; anomaly-map overlay) and return its gallery figure."""
+    img = load_image(g.images.paths[i])
+    size = (img.shape[1], img.shape[0])
+    pred = np.asarray(Image.fromarray(np.asarray(g.regions.masks[i], np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    true = g.gt.load_mask(i, img.shape[:2]) if g.gt is not None and g.gt.has_masks else None
+    heat = _heat_rgb(g.maps[i], *g.heat_range)
+    a, b = _thumbs(img, np.asarray(Image.fromarray(heat).resize(size, Image.BILINEAR)), pred, true, g.thumb)
+    stem, name = g.stems[i], g.images.names[i]
+    a.save(g.out / "img" / f"{stem}.jpg", quality=85)
+    b.save(g.out / "img" / f"{stem}_map.jpg", quality=85)
+    true_txt = f" · true: {g.truth_names[i]}" if g.truth_names else ""
+    return (f"<figure><div class='pair'><img src='img/{stem}.jpg' alt='{html.escape(name)}'><img src='img/{stem}_map.jpg' alt='anomaly map'></div>"
+            f"<figcaption>{html.escape(name)} · score {float(g.scores[i]):.3g}{html.escape(true_txt)}{tag}{_image_control(name, k, g.state)}</figcaption></figure>")

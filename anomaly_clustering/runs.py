@@ -138,35 +138,10 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
             json.dumps({"images": {"root": result.images.root, "names": list(result.images.names), "digests": list(result.images.digests)}, "n_clusters": result.clustering.n_clusters, "keys": result.keys}, indent=1)
         )
         (stage / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        counts = np.bincount(np.asarray(result.clustering.labels), minlength=result.clustering.n_clusters)
-        summary = {
-            "n_images": len(result.images),
-            "skipped_images": list(result.images.skipped),
-            "n_clusters": int(result.clustering.n_clusters),
-            "k_method": result.clustering.k_method,
-            "cluster_sizes": counts.tolist(),
-            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-            "compute_seconds": {k: round(v, 3) for k, v in getattr(result, "compute_seconds", {}).items()},
-            "cache_reused": result.cache_hits,
-            "peak_rss_mb": round(result.peak_rss_mb, 1),
-            "localizer_info": _jsonable(result.maps.info),
-            "representation_info": _jsonable(result.embeddings.info),
-            "clusterer_info": _jsonable(result.clustering.info),
-            "log": list(log),
-            **(extra_summary or {}),
-        }
-        (stage / "summary.json").write_text(json.dumps(summary, indent=1))
+        (stage / "summary.json").write_text(json.dumps(_summary(result, log, extra_summary), indent=1))
         if result.clustering.k_curve:
             (stage / "k_selection.json").write_text(json.dumps({"method": result.clustering.k_method, "chosen": int(result.clustering.n_clusters), "curve": {str(k): v for k, v in result.clustering.k_curve.items()}}, indent=1))
-        (run / "summary.json").unlink(missing_ok=True)  # the run is unfinished until the new summary is in place
-        for name in sorted(OUTPUTS, key=lambda n: n == "summary.json"):  # replace the outputs item by item, summary last
-            src, dst = stage / name, run / name
-            if dst.is_dir():
-                shutil.rmtree(dst)
-            elif dst.exists():
-                dst.unlink()
-            if src.exists():
-                os.replace(src, dst)
+        _move_outputs(stage, run)
     except OSError as exc:
         if exc.errno == errno.ENOSPC and not exc.filename:
             raise OSError(exc.errno, exc.strerror, str(run)) from None
@@ -174,6 +149,41 @@ def write_run(run_dir: str | os.PathLike, result: Any, config: dict[str, Any], l
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return run
+
+
+def _summary(result: Any, log: Sequence[str], extra: dict | None) -> dict[str, Any]:
+    """``summary.json``: sizes, timings, cache reuse, memory, each stage's info and the run's log."""
+    counts = np.bincount(np.asarray(result.clustering.labels), minlength=result.clustering.n_clusters)
+    return {
+        "n_images": len(result.images),
+        "skipped_images": list(result.images.skipped),
+        "n_clusters": int(result.clustering.n_clusters),
+        "k_method": result.clustering.k_method,
+        "cluster_sizes": counts.tolist(),
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "compute_seconds": {k: round(v, 3) for k, v in getattr(result, "compute_seconds", {}).items()},
+        "cache_reused": result.cache_hits,
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "localizer_info": _jsonable(result.maps.info),
+        "representation_info": _jsonable(result.embeddings.info),
+        "clusterer_info": _jsonable(result.clustering.info),
+        "log": list(log),
+        **(extra or {}),
+    }
+
+
+def _move_outputs(stage: Path, run: Path) -> None:
+    """Replace the run's outputs by the staged ones item by item, ``summary.json`` last: the run reads as
+    unfinished until it is in place."""
+    (run / "summary.json").unlink(missing_ok=True)
+    for name in sorted(OUTPUTS, key=lambda n: n == "summary.json"):
+        src, dst = stage / name, run / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        if src.exists():
+            os.replace(src, dst)
 
 
 def _jsonable(d: Any) -> Any:

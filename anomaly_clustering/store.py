@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -260,14 +261,47 @@ class StageCache:
 
     @contextlib.contextmanager
     def entry(self, stage: str, key: str) -> Iterator[Path]:
-        """Write a new entry: yields a temporary folder, seals it with checksums and renames it into place."""
-        with atomic_dir(self.path(stage, key)) as tmp:
+        """Write a new entry: yields a temporary folder private to this writer (named with its pid and a random
+        part), seals it with checksums and renames it into place in one step. When another process sealed the same
+        key first, its entry stays and this one is dropped (one key, one result), so a reader never sees an entry
+        torn, nor vanish or change under it."""
+        final = self.path(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+        try:
             yield tmp
-            sums = {}
-            for fp in sorted(tmp.rglob("*")):
-                if fp.is_file():
-                    sums[fp.relative_to(tmp).as_posix()] = (fp.stat().st_size, _file_sha(fp))
-            (tmp / COMPLETE).write_text(json.dumps(sums))
+            _seal(tmp)
+            self._install(tmp, final, stage, key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _install(self, tmp: Path, final: Path, stage: str, key: str) -> None:
+        """Rename the sealed ``tmp`` to ``final`` unless a valid entry is already there; a leftover that is not one
+        (unsealed, damaged) is moved aside first."""
+        for _ in range(10):
+            try:
+                os.rename(tmp, final)  # atomic; refuses to replace a non-empty folder
+                _fsync_dir(final.parent)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StoreError(f"cannot write {final}: {exc.strerror or exc}") from None
+            if self.lookup(stage, key) is not None:
+                return  # another writer finished the same key first
+            old = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        raise StoreError(f"cannot write {final}: other processes keep replacing it")
+
+
+def _seal(folder: Path) -> None:
+    """Write the ``_COMPLETE`` marker: every file's size and checksum (what :meth:`StageCache.lookup` verifies)."""
+    sums = {}
+    for fp in sorted(folder.rglob("*")):
+        if fp.is_file():
+            sums[fp.relative_to(folder).as_posix()] = (fp.stat().st_size, _file_sha(fp))
+    (folder / COMPLETE).write_text(json.dumps(sums))
 
 
 class NpyRows:

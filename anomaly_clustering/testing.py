@@ -263,9 +263,19 @@ def _close(a: Any, b: Any, atol: float) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _check_deterministic(label: str, what: str, first: dict[str, Any], second: dict[str, Any], atol: float) -> None:
+def _refit_seed(est: Any, seed: int) -> int:
+    """The global seed for the determinism check's second fit: the same one, or — for a plugin that declares
+    ``uses_global_rng = False`` (its cached result is shared by runs with different seeds) — another one, so
+    that the check also tests that claim."""
+    return seed if getattr(est, "uses_global_rng", True) else seed + 1
+
+
+def _check_deterministic(label: str, what: str, first: dict[str, Any], second: dict[str, Any], atol: float, est: Any = None) -> None:
     for k in first:
         if not _close(first[k], second[k], atol):
+            if est is not None and not getattr(est, "uses_global_rng", True):
+                raise _fail(label, f"declares uses_global_rng = False, but {what} changes with the global seed: {k} differs "
+                            "(seed its own generators from a seed parameter, or leave uses_global_rng True)")
             raise _fail(label, f"{what} is not deterministic under a fixed seed: {k} differs between two runs (give it a seed parameter)")
 
 
@@ -297,9 +307,9 @@ def check_localizer(obj_or_cls: Any, images: ImageSet | None = None, seed: int =
     if _image_hashes(images) != hashes:
         raise _fail(label, "modified the image files")
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit(images) on a clone", lambda: twin.fit(images).predict(images))
-        _check_deterministic(label, "fit + predict", {"maps": maps.maps, "scores": maps.scores}, {"maps": again.maps, "scores": again.scores}, atol)
+        _check_deterministic(label, "fit + predict", {"maps": maps.maps, "scores": maps.scores}, {"maps": again.maps, "scores": again.scores}, atol, est)
     return maps
 
 
@@ -343,9 +353,9 @@ def check_binarizer(obj_or_cls: Any, images: ImageSet | None = None, maps: Anoma
     _check_regions(label, regions, maps)
     _check_unmutated(label, "maps", maps, snap)
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit_transform on a clone", lambda: twin.fit_transform(maps, images))
-        _check_deterministic(label, "fit + transform", {"masks": regions.masks, "thresholds": regions.thresholds}, {"masks": again.masks, "thresholds": again.thresholds}, 1e-6)
+        _check_deterministic(label, "fit + transform", {"masks": regions.masks, "thresholds": regions.thresholds}, {"masks": again.masks, "thresholds": again.thresholds}, 1e-6, est)
     return regions
 
 
@@ -391,32 +401,37 @@ def check_representation(obj_or_cls: Any, images: ImageSet | None = None, maps: 
     with _stage_settings(seed):
         emb = _call(label, "transform(images, maps, regions)", lambda: est.transform(images, maps, regions))
     _check_embeddings(label, emb, len(images))
-    idx = [len(images) - 1, 0, 1]
-    sub_maps = AnomalyMaps(np.asarray(maps.maps)[idx], np.asarray(maps.scores)[idx], np.asarray(maps.image_sizes)[idx])
-    sub_regions = example_regions(sub_maps, float(np.asarray(regions.thresholds)[0]) if np.isfinite(np.asarray(regions.thresholds)[0]) else 0.3)
-    if transform_new_images:
-        with _stage_settings(seed):
-            sub = _call(label, "transform(new images)", lambda: est.transform(images.subset(idx), sub_maps, sub_regions))
-        _check_embeddings(label, sub, len(idx))
-        if np.asarray(sub.vectors).shape[1] != np.asarray(emb.vectors).shape[1]:
-            raise _fail(label, "transform of new images gives another embedding width than on the fitted set")
-    else:
-        try:
-            with _stage_settings(seed):
-                est.transform(images.subset(idx), sub_maps, sub_regions)
-        except (ValueError, NotImplementedError):
-            pass
-        else:
-            raise _fail(label, "cannot embed new images (transform_new_images=False) but transform of new images did not raise")
+    _check_new_images(label, est, images, maps, regions, emb.vectors, seed, transform_new_images)
     _check_unmutated(label, "maps", maps, snaps[0])
     _check_unmutated(label, "regions", regions, snaps[1])
     if _image_hashes(images) != hashes:
         raise _fail(label, "modified the image files")
     if deterministic:
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(est, seed)):
             again = _call(label, "fit_transform on a clone", lambda: twin.fit_transform(images, maps, regions))
-        _check_deterministic(label, "fit + transform", {"vectors": emb.vectors, "image_index": emb.image_index}, {"vectors": again.vectors, "image_index": again.image_index}, atol)
+        _check_deterministic(label, "fit + transform", {"vectors": emb.vectors, "image_index": emb.image_index}, {"vectors": again.vectors, "image_index": again.image_index}, atol, est)
     return emb
+
+
+def _check_new_images(label: str, est: Any, images: ImageSet, maps: AnomalyMaps, regions: Regions, vectors: Any, seed: int, supported: bool) -> None:
+    """``transform`` of three images in another order: embeddings of the fitted width, or — for a transductive
+    method (``supported`` False) — a ValueError / NotImplementedError saying it cannot."""
+    idx = [len(images) - 1, 0, 1]
+    sub_maps = AnomalyMaps(np.asarray(maps.maps)[idx], np.asarray(maps.scores)[idx], np.asarray(maps.image_sizes)[idx])
+    sub_regions = example_regions(sub_maps, float(np.asarray(regions.thresholds)[0]) if np.isfinite(np.asarray(regions.thresholds)[0]) else 0.3)
+    if supported:
+        with _stage_settings(seed):
+            sub = _call(label, "transform(new images)", lambda: est.transform(images.subset(idx), sub_maps, sub_regions))
+        _check_embeddings(label, sub, len(idx))
+        if np.asarray(sub.vectors).shape[1] != np.asarray(vectors).shape[1]:
+            raise _fail(label, "transform of new images gives another embedding width than on the fitted set")
+        return
+    try:
+        with _stage_settings(seed):
+            est.transform(images.subset(idx), sub_maps, sub_regions)
+    except (ValueError, NotImplementedError):
+        return
+    raise _fail(label, "cannot embed new images (transform_new_images=False) but transform of new images did not raise")
 
 
 def _check_embeddings(label: str, emb: Any, n: int) -> None:
@@ -461,9 +476,9 @@ def check_clusterer(obj_or_cls: Any, embeddings: Embeddings | None = None, truth
             ari = adjusted_rand_score(truth, np.asarray(res.labels))
             if ari < min_ari:
                 raise _fail(label, f"recovers well-separated clusters with ARI {ari:.3f} < {min_ari}")
-        with _stage_settings(seed):
+        with _stage_settings(_refit_seed(model, seed)):
             again = _call(label, "fit_predict on a clone", lambda: twin.fit_predict(emb))
-        _check_deterministic(label, "fit_predict", {"labels": res.labels}, {"labels": again.labels}, 0)
+        _check_deterministic(label, "fit_predict", {"labels": res.labels}, {"labels": again.labels}, 0, model)
         if getattr(type(model), "supports_predict", True):
             new, _ = example_embeddings(n_clusters, per_cluster=2, seed=seed + 1)
             with _stage_settings(seed):

@@ -55,6 +55,12 @@ class PatchcoreLocalizer(Localizer):
         self.coreset_method = coreset_method
         self.seed = seed
 
+    @property
+    def uses_global_rng(self) -> bool:
+        """Only anomalib's own coreset sampler draws from a global generator (NumPy's, in its random projection);
+        the ``fast`` one is seeded from ``seed`` (see :attr:`interfaces.Localizer.uses_global_rng`)."""
+        return self.coreset_method == "anomalib"
+
     # -- the anomalib model (rebuilt on demand, never pickled) -------------------------------------------------
     def _module(self):
         if getattr(self, "_module_cache", None) is None:

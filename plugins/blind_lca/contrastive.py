@@ -203,6 +203,8 @@ class ContrastiveHead(Representation):
     ``transform`` describes new images. Inputs are per-instance 0–1 scaled features, as in the reference.
     """
 
+    uses_global_rng: ClassVar[bool] = False  # seeded from its own seed (torch and NumPy generators)
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "tau": [Interval(0, None)], "blur_sigma": [Interval(0, None, "left")],
         "normalize_maps": [set(MAP_NORMALIZATIONS)], "hidden_channels": [None, Interval(1, None, "left", integer=True)],

@@ -76,6 +76,8 @@ class WeightedDescriptor(Representation):
     scaled to unit mean norm over the fitted set (learned state), so each counts alike whatever its units.
     """
 
+    uses_global_rng: ClassVar[bool] = False  # deterministic
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "normalize_maps": [set(MAP_NORMALIZATIONS)], "blur_sigma": [Interval(0, None, "left")],
         "context_weight": [Interval(0, None, "left")], "scale_features": [bool],

@@ -61,6 +61,8 @@ class FCALocalizer(Localizer):
     blurred (σ = ``post_sigma``) with a zeroed ``border``; image score = the map's maximum.
     """
 
+    uses_global_rng: ClassVar[bool] = False  # deterministic; fca-vae seeds torch and its pixel sampler from its own seed
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,

@@ -27,6 +27,8 @@ class QuantileHeuristic(Binarizer):
     t = the q-quantile of the per-image max scores, one t for the whole set.
     """
 
+    uses_global_rng: ClassVar[bool] = False  # k-means seeded from its own seed
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "n_clusters": [Interval(1, None, "left", integer=True)], "tau": [Interval(0, None)],
         "blur_sigma": [Interval(0, None, "left")], "min_area": [Interval(1, None, "left", integer=True)],

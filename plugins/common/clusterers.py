@@ -27,6 +27,8 @@ def _check(x: np.ndarray, k: int) -> None:
 
 
 class _CentroidPredict(Clusterer):
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic, or seeded from its own seed
     def _remember(self, x: np.ndarray, labels: np.ndarray) -> None:
         self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
 
@@ -146,6 +148,8 @@ class KMeansClusterer(Clusterer):
     faiss (its GPU build when present) or, without faiss, scikit-learn's ``MiniBatchKMeans``, whose memory does not
     grow with N beyond the batch. ``backend`` forces one: ``sklearn``, ``faiss`` or ``minibatch``."""
 
+    uses_global_rng: ClassVar[bool] = False  # deterministic, or seeded from its own seed
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "n_clusters": [Interval(1, None, "left", integer=True)], "n_init": [Interval(1, None, "left", integer=True)],
         "backend": [{"auto", "sklearn", "faiss", "minibatch"}], "max_exact": [Interval(1, None, "left", integer=True)],
@@ -208,6 +212,8 @@ class KMeansClusterer(Clusterer):
 class GMMClusterer(Clusterer):
     """Gaussian mixture (scikit-learn; ``covariance_type`` full as in blind-lca's Table 4, diag for wide
     embeddings); gives per-image probabilities."""
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic, or seeded from its own seed
 
     parameter_constraints: ClassVar[dict[str, list]] = {
         "n_clusters": [Interval(1, None, "left", integer=True)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,8 @@ class ColorStatsLocalizer(Localizer):
     around it to the image's median statistics, divided by their median absolute deviation. It finds blobs that
     differ in colour or contrast from a stationary background and nothing subtler.
     """
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic
 
     def __init__(self, input_size: int = 128, window: int = 9, batch_size: int = 16):
         self.input_size = input_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from anomaly_clustering.data import load_ground_truth
@@ -16,6 +18,8 @@ class OracleMasks(Binarizer):
     For measuring a classifier with perfect localization (AnomalyNCD, Table I); it reads labels, so it is
     never part of a blind run.
     """
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic
 
     def __init__(self, labels_csv: str | None = None, min_area: int = 1):
         self.labels_csv = labels_csv

@@ -15,6 +15,8 @@ from anomaly_clustering.validation import Interval, check_is_fitted, validate_pa
 class FixedThreshold(Binarizer):
     """One fixed threshold on the anomaly values (``relative``: a fraction of the set's value range)."""
 
+    uses_global_rng: ClassVar[bool] = False  # deterministic (Otsu's subsample has a fixed seed)
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "threshold": [Interval(None, None)], "relative": [bool], "min_area": [Interval(1, None, "left", integer=True)],
     }
@@ -42,6 +44,8 @@ class FixedThreshold(Binarizer):
 
 class OtsuThreshold(Binarizer):
     """Otsu's threshold on the histogram of all anomaly values of the set (one threshold for the set)."""
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic (Otsu's subsample has a fixed seed)
 
     parameter_constraints: ClassVar[dict[str, list]] = {
         "bins": [Interval(2, None, "left", integer=True)], "min_area": [Interval(1, None, "left", integer=True)],

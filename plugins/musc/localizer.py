@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,8 @@ class MuScLocalizer(Localizer):
     with the run (≈ N·Σ C·h·w·2 bytes: 200 images of 256 px with tf_efficientnet_lite0 ≈ 28 MB). With
     ``normal_images`` the reference is those clean images instead of the set itself ("reference" mode).
     """
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic; the reference subsample is seeded from its own seed
 
     def __init__(
         self,

@@ -100,6 +100,8 @@ class MEBin(Binarizer):
     image go into ``Regions.info["counts"]``.
     """
 
+    uses_global_rng: ClassVar[bool] = False  # deterministic
+
     parameter_constraints: ClassVar[dict[str, list]] = {
         "step": [Interval(1, 255, "both", integer=True)], "min_interval": [Interval(1, None, "left", integer=True)],
         "erosion_size": [None, Interval(1, None, "left", integer=True)],

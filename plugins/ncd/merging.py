@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from anomaly_clustering.features_ops import nearest_centroid
@@ -39,6 +41,8 @@ class RegionMerge(Clusterer):
     groups the images by k-means on their merged probability rows instead and says so in the clustering's info;
     ``predict`` then assigns new images to the nearest of those centroids.
     """
+
+    uses_global_rng: ClassVar[bool] = False  # k-means seeded from its own seed
 
     def __init__(self, n_clusters: int = 2, temperature: float = 100.0, collapse_fallback: bool = True, min_used_fraction: float = 0.5, seed: int = 42):
         self.n_clusters = n_clusters

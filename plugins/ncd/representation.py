@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -211,6 +211,8 @@ class MGViTNCD(Representation):
     96 for the hybrid). ``epochs``/``repeats``: the paper trains 50 epochs over the set repeated 4×; keep them
     small on a CPU. ``base_dir``: an optional labelled set of another product (MVTec layout with ground truth).
     """
+
+    uses_global_rng: ClassVar[bool] = False  # torch and its augmentation generator seeded from its own seed
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,8 @@ from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Region
 
 class AveragePooling(Representation):
     """Sohn et al.'s Average: spatially mean-pooled backbone features (ignores the maps; the floor to beat)."""
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, backbone_weights: str | None = None, layers: tuple[str, ...] = (), input_size: int = 512):
         self.backbone = backbone
@@ -87,6 +91,8 @@ def classical_mds(dist: np.ndarray, n_components: int | None = None) -> np.ndarr
 
 class _PatchBagBaseline(Representation):
     """Shared options of Sohn et al.'s bag-of-patches baselines."""
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, backbone_weights: str | None = None, layers: tuple[str, ...] = (), input_size: int = 512, grid: int = 16, chunk: int = 8):
         self.backbone = backbone
