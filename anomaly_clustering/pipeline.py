@@ -148,25 +148,26 @@ class Pipeline:
             print(msg, flush=True)
 
     @contextlib.contextmanager
-    def _stage(self, stage: str, key: str, seconds: dict[str, float], hits: dict[str, bool]) -> Iterator[Path | None]:
+    def _stage(self, stage: str, key: str, run: "_FitState") -> Iterator[Path | None]:
+        """Look ``key`` up (every process alike), time the body, record the hit and the seconds in ``run``."""
         hit = self.cache.lookup(stage, key)
         if not runtime.broadcast(hit is not None):  # every process must take the same branch (collectives inside)
             hit = None
         elif hit is None:
             raise PipelineError(f"{self.cache.root}: rank {runtime.rank()} cannot see rank 0's cached {stage}; a multi-node "
                                 "run needs --cache_dir on a file system every node shares")
-        hits[stage] = hit is not None
+        run.hits[stage] = hit is not None
         t0 = time.perf_counter()
         yield hit
-        seconds[stage] = time.perf_counter() - t0
-        self._compute_seconds[stage] = seconds[stage]
+        run.seconds[stage] = time.perf_counter() - t0
+        run.compute_seconds[stage] = run.seconds[stage]
         if hit is not None and (hit / "seconds.txt").exists():
-            self._compute_seconds[stage] = float((hit / "seconds.txt").read_text())
+            run.compute_seconds[stage] = float((hit / "seconds.txt").read_text())
         name = self.config.spec(stage).name
         if hit is not None:
             self._say(f"[{stage}] {name}: reused cached result ({key[:12]})")
         else:
-            self._say(f"[{stage}] {name}: computed in {seconds[stage]:.1f} s")
+            self._say(f"[{stage}] {name}: computed in {run.seconds[stage]:.1f} s")
 
     # ---------------------------------------------------------------------------------------------------- fit
     def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> FitResult:
@@ -175,7 +176,6 @@ class Pipeline:
         cfg = self.config
         self._check_images(images)
         run = _FitState()
-        self._compute_seconds = run.compute_seconds
         n, name = len(images), cfg.localizer.name
         with runtime.settings(device=self.device, quiet=self.quiet, cache_dir=str(self.cache.root)):
             maps = self._run_stage(run, "localizer", AnomalyMaps, lambda loc: (loc, _checked_maps(loc.fit_predict(images, normal_images), n, name)),
@@ -206,7 +206,7 @@ class Pipeline:
         under the run seed and store them. Returns the record; the component and bookkeeping go into ``run``."""
         component = self.build(stage)
         key = run.keys[stage] = self._key(stage, component, *inputs)
-        with self._stage(stage, key, run.seconds, run.hits) as hit:
+        with self._stage(stage, key, run) as hit:
             t_start = time.perf_counter()
             if hit is None:
                 _seed_everything(self.config.seed)
