@@ -16,6 +16,7 @@ same on-disk cache. Data: ``--data`` or ``$ANOMALY_CLUSTERING_DATA``, else ``../
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -182,10 +183,10 @@ def binarizer_rows(maps_rec, images, truth, is_anom, scores: np.ndarray, registe
 
 
 # -- driver -------------------------------------------------------------------------------------------------------
-def load_run(set_name: str, localizer: str, seed: int | None, subset: int, maps_dir: Path):
-    """(maps record, images, ground truth) of one saved run, with the subset rebuilt and its names checked."""
+@functools.lru_cache(maxsize=None)
+def load_subset(set_name: str, subset: int):
+    """(images, ground truth, image sizes) of a set's class-stratified subset, built as localization_quality.py does."""
     from anomaly_clustering.data import image_size, load_ground_truth, load_image_set
-    from anomaly_clustering.records import AnomalyMaps
 
     images = load_image_set(DATA / set_name / "test")
     gt = load_ground_truth(images)
@@ -193,10 +194,18 @@ def load_run(set_name: str, localizer: str, seed: int | None, subset: int, maps_
         keep = stratified(list(gt.labels), subset)
         images = images.subset(keep.tolist())
         gt = type(gt)(tuple(gt.labels[i] for i in keep), tuple(gt.mask_paths[i] for i in keep), gt.has_masks)
+    sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
+    return images, gt, sizes
+
+
+def load_run(set_name: str, localizer: str, seed: int | None, subset: int, maps_dir: Path):
+    """(maps record, images, ground truth) of one saved run, with the subset rebuilt and its names checked."""
+    from anomaly_clustering.records import AnomalyMaps
+
+    images, gt, sizes = load_subset(set_name, subset)
     z = np.load(maps_dir / f"{set_name}_{localizer}_every1_seed{seed}.npz")
     if list(z["names"]) != list(images.names):
         raise ValueError(f"{set_name}: saved maps are not of this subset")
-    sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
     return AnomalyMaps(z["maps"].astype(np.float32), z["scores"].astype(np.float32), sizes, {"method": localizer}), images, gt
 
 
@@ -208,8 +217,15 @@ def image_vectors(images, spec_kwargs: dict) -> np.ndarray:
     return np.stack([feats.batch([i]).mean((2, 3))[0].numpy() for i in range(len(images))])
 
 
+def choose(auroc: dict[str, dict[str, float]], sets: list[str], tie: float = 1.0) -> str:
+    """The rule with the best worst case over ``sets``; rules within ``tie`` points of it are ties, broken by the mean."""
+    worst = {r: min(auroc[r][s] for s in sets) for r in auroc}
+    best = max(worst.values())
+    return max((r for r in auroc if worst[r] >= best - tie), key=lambda r: np.mean([auroc[r][s] for s in sets]))
+
+
 def leave_one_out(auroc: dict[str, dict[str, float]]) -> list[tuple[str, str, float, float]]:
-    """For each held-out set: the rule with the best worst case over the others, its worst case there, its AUROC on
+    """For each held-out set: the rule :func:`choose` picks on the other sets, its worst case there, its AUROC on
     the held-out set."""
     sets = sorted({s for r in auroc.values() for s in r})
     out = []
@@ -217,7 +233,7 @@ def leave_one_out(auroc: dict[str, dict[str, float]]) -> list[tuple[str, str, fl
         return out
     for held in sets:
         rest = [s for s in sets if s != held]
-        best = max(auroc, key=lambda r: min(auroc[r][s] for s in rest))
+        best = choose(auroc, rest)
         out.append((held, best, min(auroc[best][s] for s in rest), auroc[best][held]))
     return out
 
@@ -232,7 +248,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--subset", type=int, default=200)
     ap.add_argument("--input_size", type=int, default=128, help="backbone input size of the image vectors (k-NN rules)")
-    ap.add_argument("--mask_score", default="top1%", help="image-score rule that drives the gated binarizers")
+    ap.add_argument("--mask_score", default="top1% − 0.75·median", help="image-score rule that drives the gated binarizers")
     ap.add_argument("--binarizers", nargs="*", default=["hysteresis", "otsu", "mebin"])
     ap.add_argument("--option", action="append", default=[], help="binarizer option name.key=value")
     ap.add_argument("--out", default=None)
@@ -270,6 +286,7 @@ def report(rows: list[dict]) -> None:
     for rule in sorted(rules, key=lambda x: -min(mean[x].values())):
         cells = [f"{mean[rule][s]:.1f} ± {np.std([r['auroc_image'][rule] for r in rows if r['set'] == s]):.1f}" for s in sets]
         print(f"| {rule} | " + " | ".join(cells) + f" | {min(mean[rule].values()):.1f} |")
+    print(f"\nChosen on all sets (best worst case, ties within 1 point broken by the mean): {choose(mean, sets)}")
     print("\n| held out | rule chosen on the others | its worst case there | held-out AUROC |\n|---|---|---|---|")
     for held, best, worst, value in leave_one_out(mean):
         print(f"| {held} | {best} | {worst:.1f} | {value:.1f} |")

@@ -55,7 +55,7 @@ class HysteresisThreshold(Binarizer):
         score: str = "image",
         top_fraction: float = 0.01,
         grow: str = "peak",
-        peak_fraction: float = 0.5,
+        peak_fraction: float = 0.6,
         min_area_fraction: float = 0.001,
     ):
         self.gate = gate

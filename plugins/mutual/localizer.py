@@ -44,7 +44,7 @@ class MutualLocalizer(Localizer):
         projection_dim: int = 0,
         sigma: float = 1.0,
         top_fraction: float = 0.01,
-        median_weight: float = 0.5,
+        median_weight: float = 0.75,
         map_size: int | None = None,
         device: str | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
