@@ -20,8 +20,8 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from localization_quality import mask_scores, stratified  # noqa: E402
+from localization_quality import mask_scores, stratified
 
 DATA = Path(os.environ.get("ANOMALY_CLUSTERING_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
@@ -183,7 +183,7 @@ def binarizer_rows(maps_rec, images, truth, is_anom, scores: np.ndarray, registe
 
 
 # -- driver -------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_subset(set_name: str, subset: int):
     """(images, ground truth, image sizes) of a set's class-stratified subset, built as localization_quality.py does."""
     from anomaly_clustering.data import image_size, load_ground_truth, load_image_set
@@ -210,7 +210,11 @@ def load_run(set_name: str, localizer: str, seed: int | None, subset: int, maps_
 
 
 def image_vectors(images, spec_kwargs: dict) -> np.ndarray:
-    from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec, extract_features
+    from anomaly_clustering.backbones import (
+        DEFAULT_BACKBONE,
+        FeatureSpec,
+        extract_features,
+    )
 
     spec = FeatureSpec(spec_kwargs.get("backbone", DEFAULT_BACKBONE), (), int(spec_kwargs.get("input_size", 128)), None)
     feats = extract_features(images, spec)
@@ -293,7 +297,7 @@ def report(rows: list[dict]) -> None:
     for held, best, worst, value in leave_one_out(mean):
         print(f"| {held} | {best} | {worst:.1f} | {value:.1f} |")
     print("\n| set | binarizer | good EMPTY % | anomalous flagged % | IoU % | F1 % |\n|---|---|---|---|---|---|")
-    fmt: Callable = lambda v: "–" if not v or v[0] is None else f"{np.mean(v):.1f}" + (f" ± {np.std(v):.1f}" if len(v) > 1 else "")  # noqa: E731
+    fmt: Callable = lambda v: "–" if not v or v[0] is None else f"{np.mean(v):.1f}" + (f" ± {np.std(v):.1f}" if len(v) > 1 else "")
     for s in dict.fromkeys(r["set"] for r in rows):
         rs = [r for r in rows if r["set"] == s]
         for b in rs[0]["masks"]:

@@ -80,7 +80,7 @@ class HysteresisThreshold(Binarizer):
             return np.asarray(maps.scores, np.float64)
         return top_values(np.asarray(maps.maps, np.float32), float(self.top_fraction)).astype(np.float64)
 
-    def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> "HysteresisThreshold":
+    def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> HysteresisThreshold:
         """The gate: the split of the set's image scores, and the median top value (``grow="median-top"``)."""
         self._validate()
         scores = self._scores(maps)

@@ -8,20 +8,20 @@ only cross-image work is ``mutual_scores``, linear in the number of query images
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
-    "normalize_layers",
     "aggregate",
     "fit_projection",
-    "mutual_scores",
     "gaussian_blur",
-    "topk_mean",
     "image_scores",
+    "mutual_scores",
+    "normalize_layers",
+    "topk_mean",
 ]
 
 #: Upper bound on the entries of one block's distance matrix (2^24 float32 = 64 MiB).
