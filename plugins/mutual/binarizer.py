@@ -1,15 +1,18 @@
-"""Hysteresis binarizer with set-level thresholds: an image gets a region only where its map rises above what a
-*typical image of the set* reaches (a robust outlier rule on the images' top values), and that region is grown down
-down to that typical top value, so defect-free images keep an empty mask and a region covers its whole defect."""
+"""Gated binarizer with per-image regions: a set-level gate on the image scores decides WHICH images get a region
+(Otsu's split of the scores, or a robust outlier rule), and inside each flagged image the region is the part of its
+map that rises well above the image's own normal level, so defect-free images keep an empty mask."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
-from anomaly_clustering.regions import EIGHT_CONNECTED, masks_to_regions, otsu_threshold
+from anomaly_clustering.regions import masks_to_regions, otsu_threshold
+
+GATES = ("otsu", "mad")
+SCORES = ("image", "top")
+GROWS = ("peak", "median-top")
 
 
 def top_values(maps: np.ndarray, fraction: float) -> np.ndarray:
@@ -26,54 +29,78 @@ def outlier_threshold(values: np.ndarray, k: float) -> tuple[float, float, float
     return med + k * spread, med, spread
 
 
-def hysteresis(maps: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Masks of the 8-connected components of ``maps > low`` that hold at least one pixel ``> high``."""
-    out = np.zeros(maps.shape, bool)
-    for i in np.flatnonzero(np.asarray(maps).reshape(len(maps), -1).max(1) > high):
-        labels, n = ndimage.label(maps[i] > low, structure=EIGHT_CONNECTED)
-        seeds = np.unique(labels[(maps[i] > high) & (labels > 0)])
-        out[i] = np.isin(labels, seeds) & (labels > 0)
-    return out
+def peak_levels(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Per image, median + ``fraction`` × (peak − median) of its own map: the level a region must rise above."""
+    flat = np.asarray(maps, np.float32).reshape(len(maps), -1)
+    med = np.median(flat, axis=1)
+    return med + fraction * (flat.max(1) - med)
 
 
 class HysteresisThreshold(Binarizer):
-    """Set-level hysteresis: seeds above a split of the images' top values (Otsu, or median + ``k``·MAD), grown to their median.
+    """Set-level gate on the image scores, then each flagged image's region above a level of its own map.
 
-    One value per image, the mean of its map's top ``top_fraction``. ``gate="otsu"`` (default) splits those values
-    into two groups (Otsu) and seeds regions only above the split, which holds whatever the share of defective
-    images (a bottle set with 76 % defective images as well as MTD with 29 %); ``gate="mad"`` uses the outlier
-    rule median + ``k``·1.4826·MAD instead (only right when defect-free images are the majority). Each seed grows
-    over the connected pixels above the median top value (what a typical image reaches), so a region covers the
-    defect, not just its peak; components under ``min_area_fraction`` of the map are dropped. An image whose map
-    never reaches the upper group keeps an EMPTY mask.
+    Gate (``fit``): one value per image — the localizer's image score (``score="image"``, default) or the mean of
+    the map's top ``top_fraction`` (``score="top"``) — split into two groups by Otsu (``gate="otsu"``, default:
+    holds whatever the share of defective images, a bottle set with 76 % as well as MTD with 29 %) or by the
+    outlier rule median + ``k``·1.4826·MAD (``gate="mad"``: right only when defect-free images are the majority).
+    Images at or below the split keep an EMPTY mask. Regions (``transform``): in a flagged image, the pixels above
+    median + ``peak_fraction`` × (peak − median) of its own map (``grow="peak"``, default), or above the set's
+    median top value (``grow="median-top"``); components under ``min_area_fraction`` of the map are dropped.
     """
 
-    def __init__(self, gate: str = "otsu", k: float = 2.0, top_fraction: float = 0.01, min_area_fraction: float = 0.001):
+    def __init__(
+        self,
+        gate: str = "otsu",
+        k: float = 2.0,
+        score: str = "image",
+        top_fraction: float = 0.01,
+        grow: str = "peak",
+        peak_fraction: float = 0.6,
+        min_area_fraction: float = 0.001,
+    ):
         self.gate = gate
         self.k = k
+        self.score = score
         self.top_fraction = top_fraction
+        self.grow = grow
+        self.peak_fraction = peak_fraction
         self.min_area_fraction = min_area_fraction
 
-    def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> "HysteresisThreshold":
-        if self.gate not in ("otsu", "mad"):
-            raise ValueError(f"HysteresisThreshold: gate must be 'otsu' or 'mad', got {self.gate!r}")
+    def _validate(self) -> None:
+        for name, value, allowed in (("gate", self.gate, GATES), ("score", self.score, SCORES), ("grow", self.grow, GROWS)):
+            if value not in allowed:
+                raise ValueError(f"HysteresisThreshold: {name} must be one of {allowed}, got {value!r}")
         if not float(self.k) >= 0:
             raise ValueError(f"HysteresisThreshold: k must be >= 0, got {self.k}")
-        if not 0 <= float(self.top_fraction) <= 1 or not 0 <= float(self.min_area_fraction) < 1:
-            raise ValueError("HysteresisThreshold: 0 <= top_fraction <= 1 and 0 <= min_area_fraction < 1 are required")
-        tops = top_values(np.asarray(maps.maps, np.float32), float(self.top_fraction))
-        self.high_, self.median_top_, self.spread_top_ = outlier_threshold(tops, float(self.k))
-        if self.gate == "otsu" and len(tops) > 1 and np.ptp(tops) > 0:
-            self.high_ = otsu_threshold(tops.astype(np.float64))
-        self.low_ = min(self.median_top_, self.high_)
+        if not 0 <= float(self.top_fraction) <= 1 or not 0 <= float(self.peak_fraction) < 1 or not 0 <= float(self.min_area_fraction) < 1:
+            raise ValueError("HysteresisThreshold: 0 <= top_fraction <= 1, 0 <= peak_fraction < 1 and 0 <= min_area_fraction < 1 are required")
+
+    def _scores(self, maps: AnomalyMaps) -> np.ndarray:
+        if self.score == "image":
+            return np.asarray(maps.scores, np.float64)
+        return top_values(np.asarray(maps.maps, np.float32), float(self.top_fraction)).astype(np.float64)
+
+    def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> HysteresisThreshold:
+        """The gate: the split of the set's image scores, and the median top value (``grow="median-top"``)."""
+        self._validate()
+        scores = self._scores(maps)
+        self.gate_, self.median_score_, self.spread_score_ = outlier_threshold(scores, float(self.k))
+        if self.gate == "otsu" and len(scores) > 1 and np.ptp(scores) > 0:
+            self.gate_ = otsu_threshold(scores)
+        self.median_top_ = float(np.median(top_values(np.asarray(maps.maps, np.float32), float(self.top_fraction))))
         return self
 
     def transform(self, maps: AnomalyMaps, images: ImageSet | None = None) -> Regions:
-        if not hasattr(self, "high_"):
+        """Masks of the images whose score passes the gate; every other image keeps an empty mask."""
+        if not hasattr(self, "gate_"):
             raise RuntimeError("HysteresisThreshold.transform before fit: call fit (or fit_transform) first")
         h, w = maps.map_size
         arr = np.asarray(maps.maps, np.float32)
+        flagged = self._scores(maps) > self.gate_
+        levels = peak_levels(arr, float(self.peak_fraction)) if self.grow == "peak" else np.full(len(arr), self.median_top_, np.float32)
+        thresholds = np.where(flagged, levels, np.inf).astype(np.float32)
         min_area = max(1, int(round(float(self.min_area_fraction) * h * w)))
-        masks, regions = masks_to_regions(hysteresis(arr, self.low_, self.high_), arr, min_area)
-        info = {"method": "hysteresis", "gate": self.gate, "high": self.high_, "low": self.low_, "k": float(self.k), "median_top": self.median_top_, "spread_top": self.spread_top_}
-        return Regions(masks, np.full(len(maps), self.low_, np.float32), regions, info)
+        masks, regions = masks_to_regions(arr > thresholds[:, None, None], arr, min_area)
+        info = {"method": "hysteresis", "gate": self.gate, "score": self.score, "grow": self.grow, "gate_threshold": self.gate_,
+                "median_score": self.median_score_, "spread_score": self.spread_score_, "flagged": int(flagged.sum())}
+        return Regions(masks, thresholds, regions, info)

@@ -16,7 +16,7 @@ from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
 
-from .torch_model import DEFAULT_MAX_ELEMENTS, aggregate, fit_projection, gaussian_blur, mutual_scores, normalize_layers, topk_mean
+from .torch_model import DEFAULT_MAX_ELEMENTS, aggregate, fit_projection, gaussian_blur, image_scores, mutual_scores, normalize_layers
 
 _BLOCK = 128  # images per block when normalising / scoring (bounds memory at any set size)
 
@@ -44,6 +44,7 @@ class MutualLocalizer(Localizer):
         projection_dim: int = 0,
         sigma: float = 1.0,
         top_fraction: float = 0.01,
+        median_weight: float = 0.75,
         map_size: int | None = None,
         device: str | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
@@ -59,6 +60,7 @@ class MutualLocalizer(Localizer):
         self.projection_dim = projection_dim
         self.sigma = sigma
         self.top_fraction = top_fraction
+        self.median_weight = median_weight
         self.map_size = map_size
         self.device = device
         self.max_elements = max_elements
@@ -76,6 +78,8 @@ class MutualLocalizer(Localizer):
             raise ValueError(f"MutualLocalizer: reference_images must be >= 1, got {self.reference_images}")
         if int(self.projection_dim) < 0 or float(self.sigma) < 0 or not 0 <= float(self.top_fraction) <= 1:
             raise ValueError("MutualLocalizer: projection_dim >= 0, sigma >= 0 and 0 <= top_fraction <= 1 are required")
+        if not 0 <= float(self.median_weight) <= 1:
+            raise ValueError(f"MutualLocalizer: median_weight must be in [0, 1], got {self.median_weight}")
         if self.map_size is not None and int(self.map_size) < 1:
             raise ValueError(f"MutualLocalizer: map_size must be positive, got {self.map_size}")
         self._device()
@@ -146,7 +150,7 @@ class MutualLocalizer(Localizer):
             scores = mutual_scores(z, reference, exclude[rows], float(self.quantile), int(self.max_elements), device)
             m = F.interpolate(scores.view(len(rows), 1, h, w).to(device), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
             maps[s : s + len(rows)] = gaussian_blur(m, float(self.sigma) * side / w).cpu()
-        scores = topk_mean(maps, float(self.top_fraction))
+        scores = image_scores(maps, float(self.top_fraction), float(self.median_weight))
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
         info = {
             "method": "mutual", "mode": self.mode_, "backbone": self._spec().backbone, "input_size": int(self.input_size),

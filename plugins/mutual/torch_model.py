@@ -1,5 +1,5 @@
 """Tensor operations of the mutual localizer: per-layer normalisation, neighbourhood aggregation, mutual scoring of
-patches against a sampled reference subset of the set, map smoothing and the top-k image score.
+patches against a sampled reference subset of the set, map smoothing and the image score (top-k mean less a share of the map's median).
 
 Pure functions on torch tensors (no project imports), so they run on whatever device their inputs live on; the
 only cross-image work is ``mutual_scores``, linear in the number of query images for a fixed reference subset.
@@ -8,18 +8,19 @@ only cross-image work is ``mutual_scores``, linear in the number of query images
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
-    "normalize_layers",
     "aggregate",
     "fit_projection",
-    "mutual_scores",
     "gaussian_blur",
+    "image_scores",
+    "mutual_scores",
+    "normalize_layers",
     "topk_mean",
 ]
 
@@ -133,3 +134,12 @@ def topk_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     flat = maps.flatten(1)
     k = max(1, int(round(fraction * flat.shape[1])))
     return flat.topk(k, dim=1).values.mean(1)
+
+
+def image_scores(maps: torch.Tensor, fraction: float, median_weight: float = 0.0) -> torch.Tensor:
+    """Image scores: the mean of each map's top ``fraction`` minus ``median_weight`` × the map's own median, so an
+    image whose whole map is raised (a busy layout, a rare texture) does not outrank one with a local defect."""
+    scores = topk_mean(maps, fraction)
+    if median_weight:
+        scores = scores - median_weight * maps.flatten(1).median(1).values
+    return scores

@@ -1,4 +1,4 @@
-"""Mutual localizer and null-threshold binarizer on a generated OBJECT set (a bright disc on a plain background, a
+"""Mutual localizer and its gated binarizer on a generated OBJECT set (a bright disc on a plain background, a
 dark defect planted inside the disc of some images): the map peaks on the defect, not on the disc's outline, and the
 defect-free images get empty masks."""
 
@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
-from anomaly_clustering.plugins.mutual.torch_model import aggregate, mutual_scores, normalize_layers, topk_mean
+from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, topk_mean
+from anomaly_clustering.records import AnomalyMaps
 from anomaly_clustering.testing import check_binarizer, check_localizer
 
 SIZE = 96
@@ -80,6 +81,56 @@ def test_normalization_and_aggregation_shapes():
     assert torch.equal(topk_mean(torch.arange(8.0).view(2, 2, 2), 0.0), torch.tensor([3.0, 7.0]))
 
 
+def test_image_score_discounts_a_map_raised_everywhere():
+    yy, xx = np.mgrid[0:32, 0:32]
+    busy = np.full((32, 32), 1.0) + 0.2 * ((yy + xx) % 8 == 0)  # raised everywhere, no local defect
+    defect = np.full((32, 32), 0.2) + 0.9 * (np.hypot(yy - 16, xx - 16) < 3)  # low level, one local rise
+    maps = torch.tensor(np.stack([busy, defect]), dtype=torch.float32)
+    assert torch.equal(image_scores(maps, 0.01, 0.0), topk_mean(maps, 0.01))
+    assert topk_mean(maps, 0.01)[0] > topk_mean(maps, 0.01)[1]  # the plain top-k mean ranks the busy map first
+    s = image_scores(maps, 0.01, 0.5)
+    assert s[1] > s[0] and torch.allclose(s, topk_mean(maps, 0.01) - 0.5 * torch.tensor([1.0, 0.2]))
+
+
+def _bump_maps(n=10, anomalous=(0, 1, 2, 3, 4, 5, 6), side=32, seed=0):
+    """Noisy flat maps; the ``anomalous`` ones get a bump of radius 4 at a random place. Returns maps and bump masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side]
+    maps = 0.5 + 0.02 * rng.standard_normal((n, side, side))
+    bumps = np.zeros((n, side, side), bool)
+    for i in anomalous:
+        cy, cx = rng.integers(6, side - 6, 2)
+        r = np.hypot(yy - cy, xx - cx)
+        maps[i] += 0.6 * np.exp(-0.5 * (r / 3.0) ** 2)
+        bumps[i] = r < 4
+    maps = maps.astype(np.float32)
+    scores = image_scores(torch.from_numpy(maps), 0.01, 0.5).numpy()
+    return AnomalyMaps(maps, scores, np.full((n, 2), side)), bumps
+
+
+@pytest.mark.parametrize("anomalous", [(0, 1, 2), (0, 1, 2, 3, 4, 5, 6)])
+def test_gate_flags_the_defective_images_whatever_their_share(anomalous):
+    maps, bumps = _bump_maps(anomalous=anomalous)
+    regions = HysteresisThreshold().fit_transform(maps, None)
+    has = regions.masks.any((1, 2))
+    assert np.array_equal(has, bumps.any((1, 2))), "exactly the images with a bump get a region (30 % or 70 % of the set)"
+    inter = (regions.masks & bumps).sum((1, 2))
+    assert (inter[has] / regions.masks[has].sum((1, 2))).min() > 0.9, "each region lies on its bump"
+    assert (inter[has] / bumps[has].sum((1, 2))).min() > 0.4, "and covers its core"
+    assert np.isinf(regions.thresholds[~has]).all() and np.isfinite(regions.thresholds[has]).all()
+    old = HysteresisThreshold(score="top", grow="median-top").fit_transform(maps, None)  # gate on the top-1 % means instead
+    assert np.array_equal(old.masks.any((1, 2)), bumps.any((1, 2)))
+
+
+def test_binarizer_parameters_are_validated():
+    maps, _ = _bump_maps()
+    for bad in ({"gate": "mean"}, {"score": "max"}, {"grow": "all"}, {"peak_fraction": 1.0}, {"k": -1}):
+        with pytest.raises(ValueError):
+            HysteresisThreshold(**bad).fit(maps)
+    with pytest.raises(RuntimeError, match="fit"):
+        HysteresisThreshold().transform(maps)
+
+
 def test_map_peaks_on_the_defect_not_on_the_outline(object_run):
     _, _, maps, defects, rims = object_run
     assert maps.maps.shape == (12, SIZE // 2, SIZE // 2) and maps.info["mode"] == "mutual"
@@ -121,6 +172,8 @@ def test_parameters_are_validated_before_work(object_run):
         MutualLocalizer(quantile=0).fit(images)
     with pytest.raises(ValueError, match="degrees"):
         MutualLocalizer(degrees=(2,)).fit(images)
+    with pytest.raises(ValueError, match="median_weight"):
+        MutualLocalizer(median_weight=1.5).fit(images)
     with pytest.raises(RuntimeError, match="fit"):
         MutualLocalizer().predict(images)
 
