@@ -1,0 +1,174 @@
+"""Estimating the number of defect types (``--n_clusters auto``) on the development suite (issue #21 §3).
+
+    ANOMALY_CLUSTERING_CACHE=<cache dir> python benchmarks/k_estimate.py --embeddings <dir> [--data DATA]
+
+Step 1 (``embed``): for each suite set (``benchmarks/suite.yaml``: the same images as ``anomaly-cluster benchmark
+--suite``) and each embedding kind, fit the pipeline through the Python API with K = the true number of types and keep
+the per-image vectors the clusterer sees, with the true labels (evaluation only), in ``<dir>/<set>__<kind>.npz``.
+Kinds: ``average`` (Sohn et al.'s floor: mean-pooled backbone features), ``context`` (the default classifier
+``anomaly-context`` with the deterministic ``fca`` localizer), ``context-mutual`` (``anomaly-context`` × ``mutual``).
+Existing files are reused.
+
+Step 2 (``estimate``): every K estimator of :mod:`anomaly_clustering.kselect` on every file, all with the clusterer's
+Ward; the estimated K, NMI at it and NMI at the true K; random estimators over ``--seeds``. Prints a Markdown table and
+a leave-one-set-out check of the ``auto`` rule's parameter, and writes ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")  # local weights only, never a hub download
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data_paths import REPO, data_root  # noqa: E402
+
+KINDS = {
+    "average": {"localizer": "fca", "classifier": "average"},
+    "context": {"localizer": "fca", "classifier": "anomaly-context"},
+    "context-mutual": {"localizer": "mutual", "classifier": "anomaly-context"},
+}
+
+
+def embed(sets: list, kinds: list[str], folder: Path, seed: int = 0) -> None:
+    """Write ``<set>__<kind>.npz`` (vectors, labels, digests) for every set and kind not already there."""
+    from anomaly_clustering import AnomalyClustering
+    from anomaly_clustering.benchmarking import select_images
+    from anomaly_clustering.data import load_ground_truth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in sets:
+        images = None
+        for kind in kinds:
+            file = folder / f"{s.name}__{kind}.npz"
+            if file.exists():
+                continue
+            if images is None:
+                images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+                labels = np.array(load_ground_truth(images).labels)
+            t0 = time.perf_counter()
+            result = AnomalyClustering(**KINDS[kind], n_clusters=s.n_clusters, seed=seed).fit(images)
+            x = result.embeddings.image_vectors().astype(np.float32)
+            np.savez_compressed(file, vectors=x, labels=labels, digests=np.array(images.digests), names=np.array(images.names))
+            print(f"[embed] {s.name} × {kind}: {len(images)} images, {x.shape[1]} dims, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+RANDOM = {"gap", "prediction-strength", "stability"}  # seeded estimators: run once per seed
+
+
+def load(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors of the distinct images, their true labels, inverse: image → its distinct row), as the pipeline
+    clusters one copy of each pixel-identical picture."""
+    z = np.load(file)
+    _, keep, inverse = np.unique(z["digests"], return_index=True, return_inverse=True)
+    return z["vectors"].astype(np.float64), z["labels"], keep, inverse
+
+
+def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int) -> list[dict]:
+    """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.kselect import estimate_k, ward_cuts
+
+    rows = []
+    for s in sets:
+        for kind in kinds:
+            file = folder / f"{s.name}__{kind}.npz"
+            if not file.exists():
+                print(f"[estimate] {file.name}: missing, skipped", flush=True)
+                continue
+            x_all, y, keep, inverse = load(file)
+            x = x_all[keep]
+            cuts = ward_cuts(x, list(range(1, k_max + 2)))
+            score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
+            for method in methods:
+                t0 = time.perf_counter()
+                runs = [estimate_k(x, k_min, k_max, method, seed) for seed in (seeds if method in RANDOM else seeds[:1])]
+                ks = [k for k, _ in runs]
+                rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
+                             "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
+                             "curve": {str(k): round(v, 4) for k, v in runs[0][1].items()}, "nmi_by_k": score,
+                             "seconds": round((time.perf_counter() - t0) / len(runs), 2)})
+                print(f"[estimate] {s.name} × {kind} × {method}: K {ks} (truth {s.n_clusters}), NMI {np.mean(rows[-1]['nmi']):.3f} vs {score[s.n_clusters]:.3f}", flush=True)
+    return rows
+
+
+def _cell(row: dict) -> str:
+    ks = row["k"]
+    k = str(ks[0]) if len(set(ks)) == 1 else "/".join(map(str, ks))
+    d = np.mean(row["nmi"]) - row["nmi_true_k"]
+    return f"{k} ({d:+.3f})"
+
+
+def verdict(rows: list[dict], method: str, kinds: list[str]) -> dict:
+    """§3 for one method: per kind, sets with every seed's K within ±1 of the truth, and the worst NMI shortfall."""
+    out = {}
+    for kind in kinds:
+        mine = [r for r in rows if r["method"] == method and r["kind"] == kind]
+        if not mine:
+            continue
+        within = sum(all(abs(k - r["true_k"]) <= 1 for k in r["k"]) for r in mine)
+        short = min(min(r["nmi"]) - r["nmi_true_k"] for r in mine)
+        out[kind] = {"within_1": within, "sets": len(mine), "worst_nmi_delta": round(short, 4),
+                     "met": within >= min(3, len(mine)) and short >= -0.05}
+    return out
+
+
+def table(rows: list[dict], methods: list[str], kinds: list[str]) -> str:
+    """Markdown: per method, K (NMI at K − NMI at true K) per set × kind, then the §3 verdict."""
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    cols = [(s, k) for k in kinds for s in sets if any(r["set"] == s and r["kind"] == k for r in rows)]
+    head = "| method | " + " | ".join(f"{k} {s} (K={next(r['true_k'] for r in rows if r['set'] == s)})" for s, k in cols) + " | ±1 / worst ΔNMI |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for m in methods:
+        cells = []
+        for s, k in cols:
+            row = next((r for r in rows if r["set"] == s and r["kind"] == k and r["method"] == m), None)
+            cells.append(_cell(row) if row else "–")
+        v = verdict(rows, m, kinds)
+        summary = "; ".join(f"{k} {x['within_1']}/{x['sets']}, {x['worst_nmi_delta']:+.3f}" for k, x in v.items())
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {summary} |")
+    nmi_true = " | ".join(f"{next(r['nmi_true_k'] for r in rows if r['set'] == s and r['kind'] == k):.3f}" for s, k in cols)
+    lines.append(f"| *NMI at true K* | {nmi_true} | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="data root (default $ANOMALY_CLUSTERING_DATA, else ../shared/data)")
+    p.add_argument("--suite", default=str(REPO / "benchmarks" / "suite.yaml"))
+    p.add_argument("--sets", nargs="*", default=None, help="suite sets (default all)")
+    p.add_argument("--kinds", nargs="*", default=["average", "context"], choices=sorted(KINDS))
+    p.add_argument("--embeddings", required=True, help="folder of the .npz embedding files (written when missing)")
+    p.add_argument("--embed_only", action="store_true", help="step 1 only")
+    p.add_argument("--methods", nargs="*", default=None, help="K estimators (default: every one of kselect.K_METHODS)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of the random estimators")
+    p.add_argument("--k_min", type=int, default=2)
+    p.add_argument("--k_max", type=int, default=10)
+    p.add_argument("--out", default=None, help="JSON file of the rows")
+    args = p.parse_args(argv)
+    from anomaly_clustering.benchmarking import load_suite
+
+    sets = load_suite(args.suite, str(args.data or data_root()), args.sets)
+    embed(sets, args.kinds, Path(args.embeddings))
+    if args.embed_only:
+        return 0
+    from anomaly_clustering.kselect import K_METHODS
+
+    methods = args.methods or list(K_METHODS)
+    rows = study(Path(args.embeddings), sets, args.kinds, methods, args.seeds, args.k_min, args.k_max)
+    print(table(rows, methods, args.kinds))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
