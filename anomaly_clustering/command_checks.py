@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .kselect import K_METHODS  # the estimators of --n_clusters auto
+
 __all__ = [
     "ValidationError",
     "Interval",
@@ -31,7 +33,6 @@ __all__ = [
 ]
 
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
-K_METHODS = ("silhouette", "eigengap")
 
 
 class ValidationError(ValueError):

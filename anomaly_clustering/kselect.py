@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies
 from .records import Clustering, Embeddings, ImageSet
 
 __all__ = [
-    "K_METHODS", "AUTO_METHOD", "select_n_clusters", "estimate_k", "ward_cuts", "eigengap_curve", "cluster_distinct",
+    "K_METHODS", "AUTO_METHOD", "select_n_clusters", "estimate_k", "method_label", "ward_cuts", "eigengap_curve", "cluster_distinct",
     "distinct_images",
 ]
 
@@ -235,9 +235,11 @@ def _prediction_strength(x: np.ndarray, ks: list[int], labels: Labels, seed: int
     return (max(passing) if passing else _argbest(curve)), curve
 
 
-def _stability(x: np.ndarray, ks: list[int], labels: Labels, seed: int, n_pairs: int = 5, fraction: float = 0.8) -> tuple[int, dict[int, float]]:
+def _stability(x: np.ndarray, ks: list[int], labels: Labels, seed: int, n_pairs: int = 5, fraction: float = 0.8,
+               tolerance: float = 0.05) -> tuple[int, dict[int, float]]:
     """Stability under subsampling (Ben-Hur, Elisseeff & Guyon 2002): Ward on two random 80 % subsamples, adjusted
-    Rand index of their partitions on the shared images, averaged over ``n_pairs`` seeded pairs (highest wins)."""
+    Rand index of their partitions on the shared images, averaged over ``n_pairs`` seeded pairs. Merging true
+    clusters is as stable as finding them, so the largest K within ``tolerance`` of the most stable wins."""
     x = _subsample(x, seed)
     rng = np.random.default_rng(seed)
     m = int(round(fraction * len(x)))
@@ -248,7 +250,7 @@ def _stability(x: np.ndarray, ks: list[int], labels: Labels, seed: int, n_pairs:
         ca, cb = ward_cuts(x[a], ks), ward_cuts(x[b], ks)
         score += [adjusted_rand_score(ca[k][ia], cb[k][ib]) for k in ks]
     curve = {k: float(score[i] / n_pairs) for i, k in enumerate(ks)}
-    return _argbest(curve), curve
+    return max(k for k in ks if curve[k] >= max(curve.values()) - tolerance), curve
 
 
 ESTIMATORS: dict[str, Callable[..., tuple[int, dict[int, float]]]] = {
@@ -267,6 +269,11 @@ ESTIMATORS: dict[str, Callable[..., tuple[int, dict[int, float]]]] = {
 }
 AUTO_METHOD = "silhouette"  # placeholder until the suite study picks the rule
 K_METHODS: tuple[str, ...] = ("auto", *ESTIMATORS)
+
+
+def method_label(method: str) -> str:
+    """The estimator ``method`` runs, as the run records it: ``auto`` names the rule it stands for."""
+    return f"auto: {AUTO_METHOD}" if method == "auto" else method
 
 
 def estimate_k(x: np.ndarray, k_min: int, k_max: int, method: str = "auto", seed: int = 0,

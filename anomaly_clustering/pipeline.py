@@ -27,7 +27,7 @@ import torch
 from . import registry, runtime
 from .config import STAGES, PipelineConfig, StageSpec, merge_stage_options
 from .interfaces import Binarizer, Clusterer, Localizer, Representation
-from .kselect import cluster_distinct, select_n_clusters
+from .kselect import cluster_distinct, method_label, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 from .store import StageCache, load_object, load_record, save_object, save_record, stable_hash
 
@@ -206,7 +206,7 @@ class Pipeline:
             components["representation"] = rep
             # 4. cluster (K given or estimated)
             clu: Clusterer = self.build("clusterer")
-            keys["clusterer"] = self._key("clusterer", clu, keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, cfg.k_method)
+            keys["clusterer"] = self._key("clusterer", clu, keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, method_label(cfg.k_method))
             with self._stage("clusterer", keys["clusterer"], seconds, hits) as hit:
                 t_start = time.perf_counter()
                 if hit is None:
@@ -228,9 +228,9 @@ class Pipeline:
             return result
         if cfg.n_clusters != "auto":
             raise PipelineError(f"--n_clusters {cfg.n_clusters!r}: give a positive integer or 'auto'")
-        k, curve, fitted, result = select_n_clusters(clu, emb, cfg.k_min, cfg.k_max, cfg.k_method)
-        self._say(f"[clusterer] estimated K = {k} by {cfg.k_method} over K = {min(curve)}…{max(curve)}")
-        result = dataclasses.replace(result, k_curve=curve, k_method=cfg.k_method)
+        k, curve, fitted, result = select_n_clusters(clu, emb, cfg.k_min, cfg.k_max, cfg.k_method, cfg.seed)
+        self._say(f"[clusterer] estimated K = {k} by {method_label(cfg.k_method)} over K = {min(curve)}…{max(curve)}")
+        result = dataclasses.replace(result, k_curve=curve, k_method=method_label(cfg.k_method))
         result.info["_fitted"] = fitted
         return result
 

@@ -17,6 +17,7 @@ a leave-one-set-out check of the ``auto`` rule's parameter, and writes ``--out``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -35,6 +36,13 @@ KINDS = {
     "context": {"localizer": "fca", "classifier": "anomaly-context"},
     "context-mutual": {"localizer": "mutual", "classifier": "anomaly-context"},
 }
+
+
+def cap_subsets(sets: list, caps: list[str]) -> list:
+    """The suite's sets, those named in ``caps`` (``SET=N``) cut to a class-stratified subset of N images
+    (``subset_seed`` as in the suite) and renamed ``SET-N``."""
+    size = {name: int(n) for name, _, n in (c.partition("=") for c in caps)}
+    return [dataclasses.replace(s, name=f"{s.name}-{size[s.name]}", subset=size[s.name]) if s.name in size else s for s in sets]
 
 
 def embed(sets: list, kinds: list[str], folder: Path, seed: int = 0) -> None:
@@ -147,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", nargs="*", default=None, help="suite sets (default all)")
     p.add_argument("--kinds", nargs="*", default=["average", "context"], choices=sorted(KINDS))
     p.add_argument("--embeddings", required=True, help="folder of the .npz embedding files (written when missing)")
+    p.add_argument("--subset", nargs="*", default=[], metavar="SET=N",
+                   help="a class-stratified subset of N images of SET instead of the suite's protocol (e.g. mtd=650)")
     p.add_argument("--embed_only", action="store_true", help="step 1 only")
     p.add_argument("--methods", nargs="*", default=None, help="K estimators (default: every one of kselect.K_METHODS)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of the random estimators")
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from anomaly_clustering.benchmarking import load_suite
 
-    sets = load_suite(args.suite, str(args.data or data_root()), args.sets)
+    sets = cap_subsets(load_suite(args.suite, str(args.data or data_root()), args.sets), args.subset)
     embed(sets, args.kinds, Path(args.embeddings))
     if args.embed_only:
         return 0
