@@ -277,9 +277,9 @@ def method_label(method: str) -> str:
 
 
 def estimate_k(x: np.ndarray, k_min: int, k_max: int, method: str = "auto", seed: int = 0,
-               labels: Labels | None = None) -> tuple[int, dict[int, float]]:
+               labels: Labels | None = None, **options: Any) -> tuple[int, dict[int, float]]:
     """(K, curve K → score) by ``method`` over K = k_min…k_max on the rows of ``x``; ``labels`` gives the
-    clusterer's partition at K (default: Ward's tree cut at K)."""
+    clusterer's partition at K (default: Ward's tree cut at K); ``options``: the estimator's own parameters."""
     if method not in K_METHODS:
         raise ValueError(f"--k_method {method!r}: choose one of {', '.join(K_METHODS)}")
     ks = list(range(k_min, k_max + 1))
@@ -291,7 +291,7 @@ def estimate_k(x: np.ndarray, k_min: int, k_max: int, method: str = "auto", seed
                 cuts.update(ward_cuts(x, ks))
             return cuts[k]
 
-    return ESTIMATORS[AUTO_METHOD if method == "auto" else method](x, ks, labels, seed)
+    return ESTIMATORS[AUTO_METHOD if method == "auto" else method](x, ks, labels, seed, **options)
 
 
 def select_n_clusters(

@@ -79,6 +79,24 @@ def load(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return z["vectors"].astype(np.float64), z["labels"], keep, inverse
 
 
+def parse_method(text: str) -> tuple[str, dict[str, float]]:
+    """``name`` or ``name:option=value``: an estimator of kselect and one of its parameters."""
+    name, _, opt = text.partition(":")
+    if not opt:
+        return name, {}
+    key, _, value = opt.partition("=")
+    return name, {key: float(value) if "." in value else int(value)}
+
+
+def expand(families: list[str]) -> list[str]:
+    """``name:option=v1,v2`` → ``name:option=v1``, ``name:option=v2``."""
+    out = []
+    for f in families:
+        head, _, values = f.rpartition("=")
+        out += [f"{head}={v}" for v in values.split(",")] if head else [f]
+    return out
+
+
 def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int) -> list[dict]:
     """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
@@ -98,7 +116,8 @@ def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds:
             score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
             for method in methods:
                 t0 = time.perf_counter()
-                runs = [estimate_k(x, k_min, k_max, method, seed) for seed in (seeds if method in RANDOM else seeds[:1])]
+                name, options = parse_method(method)
+                runs = [estimate_k(x, k_min, k_max, name, seed, **options) for seed in (seeds if name in RANDOM else seeds[:1])]
                 ks = [k for k, _ in runs]
                 rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
                              "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
@@ -126,6 +145,28 @@ def verdict(rows: list[dict], method: str, kinds: list[str]) -> dict:
         short = min(min(r["nmi"]) - r["nmi_true_k"] for r in mine)
         out[kind] = {"within_1": within, "sets": len(mine), "worst_nmi_delta": round(short, 4),
                      "met": within >= min(3, len(mine)) and short >= -0.05}
+    return out
+
+
+def rank_key(rows: list[dict], method: str) -> tuple[int, float]:
+    """How a method does over the given rows (every set × kind): cells with every seed's K within ±1 and NMI within
+    0.05 of NMI at the true K, then the worst NMI shortfall (larger is better for both)."""
+    mine = [r for r in rows if r["method"] == method]
+    ok = sum(all(abs(k - r["true_k"]) <= 1 for k in r["k"]) and min(r["nmi"]) - r["nmi_true_k"] >= -0.05 for r in mine)
+    return ok, min(min(r["nmi"]) - r["nmi_true_k"] for r in mine)
+
+
+def leave_one_set_out(rows: list[dict], variants: list[str]) -> list[str]:
+    """For each set: the variant (a parameter value) with the best rank on the other sets, and how it does on this one."""
+    out = []
+    for held in dict.fromkeys(r["set"] for r in rows):
+        train = [r for r in rows if r["set"] != held]
+        if not train:
+            continue
+        best = max(variants, key=lambda v: rank_key(train, v))
+        test = [r for r in rows if r["set"] == held and r["method"] == best]
+        cells = ", ".join(f"{r['kind']} K {'/'.join(map(str, r['k']))} (truth {r['true_k']}, ΔNMI {np.mean(r['nmi']) - r['nmi_true_k']:+.3f})" for r in test)
+        out.append(f"- held out {held}: chosen on the other sets {best} ({rank_key(train, best)[0]}, {rank_key(train, best)[1]:+.3f}); on {held}: {cells}")
     return out
 
 
@@ -158,23 +199,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", nargs="*", default=[], metavar="SET=N",
                    help="a class-stratified subset of N images of SET instead of the suite's protocol (e.g. mtd=650)")
     p.add_argument("--embed_only", action="store_true", help="step 1 only")
+    p.add_argument("--no_embed", action="store_true", help="step 2 only, on the files already there")
     p.add_argument("--methods", nargs="*", default=None, help="K estimators (default: every one of kselect.K_METHODS)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of the random estimators")
     p.add_argument("--k_min", type=int, default=2)
     p.add_argument("--k_max", type=int, default=10)
     p.add_argument("--out", default=None, help="JSON file of the rows")
+    p.add_argument("--loso", nargs="*", default=[], metavar="NAME:OPTION=V1,V2",
+                   help="parameter grids for the leave-one-set-out check, e.g. prediction-strength:threshold=0.6,0.7,0.8")
     args = p.parse_args(argv)
     from anomaly_clustering.benchmarking import load_suite
 
     sets = cap_subsets(load_suite(args.suite, str(args.data or data_root()), args.sets), args.subset)
-    embed(sets, args.kinds, Path(args.embeddings))
+    if not args.no_embed:
+        embed(sets, args.kinds, Path(args.embeddings))
     if args.embed_only:
         return 0
     from anomaly_clustering.kselect import K_METHODS
 
     methods = args.methods or list(K_METHODS)
-    rows = study(Path(args.embeddings), sets, args.kinds, methods, args.seeds, args.k_min, args.k_max)
-    print(table(rows, methods, args.kinds))
+    grids = {f: expand([f]) for f in args.loso}
+    every = list(dict.fromkeys(methods + [v for g in grids.values() for v in g]))
+    rows = study(Path(args.embeddings), sets, args.kinds, every, args.seeds, args.k_min, args.k_max)
+    print(table(rows, every, args.kinds))
+    ranked = sorted(methods, key=lambda m: rank_key(rows, m), reverse=True)
+    print("\nRanking (set × kind cells meeting §3, worst ΔNMI): " + "; ".join(f"{m} ({rank_key(rows, m)[0]}, {rank_key(rows, m)[1]:+.3f})" for m in ranked))
+    for family, variants in grids.items():
+        print(f"\nLeave one set out, {family}:")
+        print("\n".join(leave_one_set_out(rows, variants)))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
