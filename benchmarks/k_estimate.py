@@ -5,7 +5,8 @@
 Step 1 (``embed``): for each suite set (``benchmarks/suite.yaml``: the same images as ``anomaly-cluster benchmark
 --suite``) and each embedding kind, fit the pipeline through the Python API with K = the true number of types and keep
 the per-image vectors the clusterer sees, with the true labels (evaluation only), in ``<dir>/<set>__<kind>.npz``.
-Kinds: ``average`` (Sohn et al.'s floor: mean-pooled backbone features), ``context`` (the default classifier
+Kinds: ``average`` (Sohn et al.'s floor: mean-pooled backbone features; it ignores the maps, so the cheap
+``color-stats`` localizer stands in), ``context`` (the default classifier
 ``anomaly-context`` with the deterministic ``fca`` localizer), ``context-mutual`` (``anomaly-context`` × ``mutual``).
 Existing files are reused.
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_paths import REPO, data_root  # noqa: E402
 
 KINDS = {
-    "average": {"localizer": "fca", "classifier": "average"},
+    "average": {"localizer": "color-stats", "classifier": "average"},  # Average ignores the maps: the cheapest localizer
     "context": {"localizer": "fca", "classifier": "anomaly-context"},
     "context-mutual": {"localizer": "mutual", "classifier": "anomaly-context"},
 }
