@@ -267,7 +267,7 @@ ESTIMATORS: dict[str, Callable[..., tuple[int, dict[int, float]]]] = {
     "prediction-strength": _prediction_strength,
     "stability": _stability,
 }
-AUTO_METHOD = "eigengap-knn"  # chosen on the suite (benchmarks/README.md, "Estimating K")
+AUTO_METHOD = "eigengap-knn"  # provisional: the only rule within ±1 on both bottle kinds (benchmarks/README.md, "Estimating K")
 K_METHODS: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 
