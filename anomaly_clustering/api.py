@@ -192,7 +192,7 @@ class AnomalyClustering:
         clusterer: str | Mapping[str, Any] | None = None,
         k_min: int = 2,
         k_max: int = 10,
-        k_method: str = "silhouette",
+        k_method: str = "auto",
         backbone: str | None = None,
         backbone_weights: str | None = None,
         input_size: int | None = None,
@@ -224,8 +224,10 @@ class AnomalyClustering:
     def resolve(self) -> PipelineConfig:
         """The pipeline configuration these parameters give; every plugin is built once, so a bad name or option
         fails here, before any work."""
-        if self.k_method not in ("silhouette", "eigengap"):
-            raise ConfigError(f"k_method={self.k_method!r}: choose 'silhouette' or 'eigengap'")
+        from .kselect import K_METHODS
+
+        if self.k_method not in K_METHODS:
+            raise ConfigError(f"k_method={self.k_method!r}: choose one of {', '.join(K_METHODS)}")
         if not 2 <= self.k_min <= self.k_max:
             raise ConfigError(f"k_min={self.k_min}, k_max={self.k_max}: need 2 <= k_min <= k_max")
         config = resolve_config(

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from .validation import NONE, Check, Interval, StrOptions, ValidationError, check_options
 
+from .kselect import K_METHODS  # the estimators of --n_clusters auto
+
 __all__ = [
     "ValidationError",
     "Interval",
@@ -33,7 +35,6 @@ __all__ = [
 ]
 
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
-K_METHODS = ("silhouette", "eigengap")
 
 
 #: Kept under its old name: check a mapping of options against a constraint table.

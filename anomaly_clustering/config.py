@@ -65,7 +65,7 @@ class PipelineConfig:
     n_clusters: int | str = "auto"
     k_min: int = 2
     k_max: int = 10
-    k_method: str = "silhouette"
+    k_method: str = "auto"
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +143,7 @@ def resolve_config(
     n_clusters: int | str = "auto",
     k_min: int = 2,
     k_max: int = 10,
-    k_method: str = "silhouette",
+    k_method: str = "auto",
     backbone: str | None = None,
     backbone_weights: str | None = None,
     input_size: int | None = None,
@@ -294,7 +294,7 @@ def _add_run_arguments(p: Any, command: str, classifier: str) -> None:
     p.add_argument("--n_clusters", "--n-clusters", type=int | str, default="auto", help="number of clusters, or 'auto'")
     p.add_argument("--k_min", type=int, default=2, help="smallest K tried when n_clusters is auto")
     p.add_argument("--k_max", type=int, default=10, help="largest K tried when n_clusters is auto")
-    p.add_argument("--k_method", type=str, default="silhouette", help="'silhouette' or 'eigengap'")
+    p.add_argument("--k_method", type=str, default="auto", help="how K is estimated: 'auto' (the rule chosen on the suite) or one estimator (see anomaly_clustering.kselect.K_METHODS)")
     for name, (typ, text) in _SHARED_HELP.items():
         p.add_argument(f"--{name}", type=typ, default=None, help=text)
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")

@@ -27,7 +27,7 @@ import torch
 from . import registry, runtime
 from .config import STAGES, PipelineConfig, StageSpec, merge_stage_options
 from .interfaces import Clusterer
-from .kselect import cluster_distinct, select_n_clusters
+from .kselect import cluster_distinct, method_label, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 from .store import StageCache, load_object, load_record, save_object, save_record, stable_hash
 
@@ -184,7 +184,8 @@ class Pipeline:
             emb = self._run_stage(run, "representation", Embeddings, lambda rep: (rep, self._checked_embeddings(rep.fit_transform(images, maps, regions), n)),
                                   run.keys["binarizer"])
             clustering = self._run_stage(run, "clusterer", Clustering, lambda clu: self._fit_clusterer(clu, images, emb),
-                                         run.keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, cfg.k_method)
+                                         run.keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, method_label(cfg.k_method),
+                                         cfg.seed if cfg.n_clusters == "auto" else None)  # seeded K estimators
         return FitResult(images, maps, regions, emb, clustering, run.components, run.keys, run.hits, run.seconds, _peak_rss_mb(), dict(run.compute_seconds))
 
     def _check_images(self, images: ImageSet) -> None:
@@ -241,9 +242,9 @@ class Pipeline:
             return clu, clu.fit_predict(emb)
         if cfg.n_clusters != "auto":
             raise PipelineError(f"--n_clusters {cfg.n_clusters!r}: give a positive integer or 'auto'")
-        k, curve, fitted, result = select_n_clusters(clu, emb, cfg.k_min, cfg.k_max, cfg.k_method)
-        self._say(f"[clusterer] estimated K = {k} by {cfg.k_method} over K = {min(curve)}…{max(curve)}")
-        return fitted, dataclasses.replace(result, k_curve=curve, k_method=cfg.k_method)
+        k, curve, fitted, result = select_n_clusters(clu, emb, cfg.k_min, cfg.k_max, cfg.k_method, cfg.seed)
+        self._say(f"[clusterer] estimated K = {k} by {method_label(cfg.k_method)} over K = {min(curve)}…{max(curve)}")
+        return fitted, dataclasses.replace(result, k_curve=curve, k_method=method_label(cfg.k_method))
 
     def _store(self, stage: str, key: str, component: Any, record: Any, seconds: float | None = None) -> None:
         if runtime.is_main():  # every process holds the same result; one writes it
