@@ -29,3 +29,17 @@ MULTIVIEW_SELECT = ClassifierPreset(
     binarizer="otsu",
     description="Multi-view with the Average floor as a view; Ward on the view subset with the best silhouette, chosen per set",
 )
+
+MULTIVIEW_ANOMALY = ClassifierPreset(
+    representation={"name": "multiview", "views": ("anomaly", "average", "context"), "view_weights": (1.0, 1.0, 1.0)},
+    clusterer="ward",
+    binarizer="hysteresis",
+    description="anomaly-context plus deep context: eq. 2 anomaly descriptor + mean-pooled features + stride-16/32 mean/std of the whole image at 384 px, Ward",
+)
+
+MULTIVIEW_ANOMALY_CROP = ClassifierPreset(
+    representation={"name": "multiview", "views": ("anomaly", "context", "crop"), "view_weights": (1.0, 1.0, 1.0), "crop_gate": "mask"},
+    clusterer="ward",
+    binarizer="hysteresis",
+    description="eq. 2 anomaly descriptor + deep context + a full-resolution crop only for images the binarizer gives a region, Ward",
+)

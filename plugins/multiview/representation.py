@@ -5,12 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureSpec
+from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor
 from anomaly_clustering.interfaces import Representation
 from anomaly_clustering.records import AnomalyMaps, Embeddings, ImageSet, Regions
 
+from .clusterers import otsu_split
 from .views import VIEW_KINDS, anomaly_boxes, view_vectors
 
-__all__ = ["MultiViewDescriptor"]
+#: The views a descriptor can hold: ``anomaly`` (eq. 2) beside the pooled views of :mod:`.views`.
+VIEWS = ("anomaly", *VIEW_KINDS)
+
+#: Per-image weights of the crop view: ``none`` (every image), ``score`` (images whose score lies above Otsu's split of
+#: the set's log image scores; the others keep their context only), ``mask`` (images the binarizer gave a region).
+CROP_GATES = ("none", "score", "mask")
+
+__all__ = ["MultiViewDescriptor", "CROP_GATES", "VIEWS"]
+
+
+def _log_scores(maps: AnomalyMaps) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(maps.scores, np.float64), 1e-12))
 
 
 class MultiViewDescriptor(Representation):
@@ -22,7 +35,9 @@ class MultiViewDescriptor(Representation):
     32), each channel's spatial mean and standard deviation. ``crop``: the square around the anomaly map's peak
     region (``box_level``, ``box_margin``, ``box_min_side``; see :func:`anomaly_boxes`) cut from the image at its
     own resolution, resized to ``crop_size``, pooled the same way. Each view is centred and scaled to unit mean norm
-    over the fitted set (learned state), multiplied by its ``view_weights`` entry and concatenated; the image scores
+    over the fitted set (learned state), multiplied by its ``view_weights`` entry and concatenated; ``crop_gate``
+    weights the crop view per image (:data:`CROP_GATES`), so images that look normal are described by their other
+    views only (a crop of a good image's highest point describes where it lands, not a defect); the image scores
     of the maps travel in ``info["image_scores"]`` for clusterers that set the normal images aside first.
     """
 
@@ -40,6 +55,8 @@ class MultiViewDescriptor(Representation):
         box_level: float = 0.5,
         box_margin: float = 0.25,
         box_min_side: float = 0.25,
+        crop_gate: str = "none",
+        anomaly_tau: float = 0.002,
         batch_size: int = 16,
     ):
         self.backbone = backbone
@@ -54,28 +71,37 @@ class MultiViewDescriptor(Representation):
         self.box_level = box_level
         self.box_margin = box_margin
         self.box_min_side = box_min_side
+        self.crop_gate = crop_gate
+        self.anomaly_tau = anomaly_tau
         self.batch_size = batch_size
 
     def _validate(self) -> None:
         views, weights = tuple(self.views), tuple(self.view_weights)
-        if not views or any(v not in VIEW_KINDS for v in views) or len(set(views)) != len(views):
-            raise ValueError(f"views={list(views)}: give distinct names from {', '.join(VIEW_KINDS)}")
+        if not views or any(v not in VIEWS for v in views) or len(set(views)) != len(views):
+            raise ValueError(f"views={list(views)}: give distinct names from {', '.join(VIEWS)}")
         if len(weights) != len(views) or any(float(w) < 0 for w in weights) or not any(float(w) > 0 for w in weights):
             raise ValueError(f"view_weights={list(weights)}: one non-negative weight per view (not all zero)")
         if not 0.0 < self.box_level < 1.0 or self.box_margin < 0 or not 0.0 < self.box_min_side <= 1.0:
             raise ValueError("box_level must lie in (0, 1), box_margin >= 0, box_min_side in (0, 1]")
+        if self.crop_gate not in CROP_GATES:
+            raise ValueError(f"crop_gate={self.crop_gate!r}: choose one of {', '.join(CROP_GATES)}")
+        if not float(self.anomaly_tau) > 0:
+            raise ValueError(f"anomaly_tau={self.anomaly_tau}: must be > 0")
         if min(self.context_size, self.crop_size, self.average_size) < 32:
             raise ValueError("context_size, crop_size and average_size must be at least 32 pixels")
 
     def _spec(self, size: int) -> FeatureSpec:
         return FeatureSpec(self.backbone, tuple(str(l) for l in self.layers), int(size), self.backbone_weights)
 
-    def _blocks(self, images: ImageSet, maps: AnomalyMaps) -> list[np.ndarray]:
+    def _blocks(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> list[np.ndarray]:
         if len(maps) != len(images):
             raise ValueError(f"{len(maps)} anomaly maps for {len(images)} images")
         blocks = []
         for view in self.views:
-            if view == "average":
+            if view == "anomaly":
+                eq2 = WeightedDescriptor(self.backbone, self.backbone_weights, input_size=int(self.average_size), tau=float(self.anomaly_tau))
+                blocks.append(eq2.fit_transform(images, maps, regions).vectors)
+            elif view == "average":
                 blocks.append(view_vectors(images, "average", FeatureSpec(self.backbone, (), int(self.average_size), self.backbone_weights), ()))
             elif view == "context":
                 blocks.append(view_vectors(images, "context", self._spec(self.context_size), self.stats, batch_size=self.batch_size))
@@ -84,28 +110,44 @@ class MultiViewDescriptor(Representation):
                 blocks.append(view_vectors(images, "crop", self._spec(self.crop_size), self.stats, boxes, self.batch_size))
         return blocks
 
-    def _learn(self, blocks: list[np.ndarray]) -> None:
+    def _learn(self, blocks: list[np.ndarray], maps: AnomalyMaps) -> None:
         self.view_means_ = [b.mean(0) for b in blocks]
         self.view_scales_ = [max(float(np.linalg.norm(b - b.mean(0), axis=1).mean()), 1e-12) for b in blocks]
+        self.score_threshold_ = otsu_split(_log_scores(maps))[0]
 
-    def _embed(self, blocks: list[np.ndarray], maps: AnomalyMaps) -> Embeddings:
+    def crop_weights(self, maps: AnomalyMaps, regions: Regions) -> np.ndarray:
+        """Per image, the weight (0 or 1) of its crop view under ``crop_gate`` (the score split learned in fit)."""
+        n = len(maps)
+        if self.crop_gate == "score":
+            return (_log_scores(maps) > self.score_threshold_).astype(np.float32)
+        if self.crop_gate == "mask":
+            masks = np.asarray(regions.masks)
+            if len(masks) != n:
+                raise ValueError(f"crop_gate='mask': {len(masks)} masks for {n} images")
+            return masks.reshape(n, -1).any(1).astype(np.float32)
+        return np.ones(n, np.float32)
+
+    def _embed(self, blocks: list[np.ndarray], maps: AnomalyMaps, regions: Regions) -> Embeddings:
         if not hasattr(self, "view_scales_"):
             raise RuntimeError("MultiViewDescriptor is not fitted: call fit or fit_transform first")
-        parts = [(b - mu) / s * float(w) for b, mu, s, w in zip(blocks, self.view_means_, self.view_scales_, self.view_weights)]
+        gate = self.crop_weights(maps, regions)
+        parts = [(b - mu) / s * float(w) * (gate[:, None] if v == "crop" else 1.0)
+                 for b, mu, s, w, v in zip(blocks, self.view_means_, self.view_scales_, self.view_weights, self.views)]
         dims = [int(b.shape[1]) for b in blocks]
-        info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)]}
+        info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)],
+                "crop_share": float(gate.mean())}
         return Embeddings.per_image(np.concatenate(parts, axis=1).astype(np.float32), info)
 
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "MultiViewDescriptor":
         self._validate()
-        self._learn(self._blocks(images, maps))
+        self._learn(self._blocks(images, maps, regions), maps)
         return self
 
     def fit_transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
         self._validate()
-        blocks = self._blocks(images, maps)
-        self._learn(blocks)
-        return self._embed(blocks, maps)
+        blocks = self._blocks(images, maps, regions)
+        self._learn(blocks, maps)
+        return self._embed(blocks, maps, regions)
 
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
-        return self._embed(self._blocks(images, maps), maps)
+        return self._embed(self._blocks(images, maps, regions), maps, regions)

@@ -169,3 +169,50 @@ def test_average_view_is_the_mean_of_the_shared_features(tmp_path) -> None:
         v = view_vectors(images, "average", spec, ())
         f = extract_features(images, spec)
         assert np.allclose(v, np.asarray(f.data[:], np.float32).mean(axis=(2, 3)), atol=1e-5)
+
+
+def test_anomaly_view_is_the_standardised_eq2_descriptor(tmp_path) -> None:
+    from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor
+
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    regions = testing.example_regions(maps)
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        emb = MultiViewDescriptor(views=("anomaly", "context"), view_weights=(1.0, 1.0), average_size=64, **SMALL).fit_transform(images, maps, regions)
+        eq2 = WeightedDescriptor(input_size=64).fit_transform(images, maps, regions).vectors
+    eq2 = eq2 - eq2.mean(0)
+    eq2 = eq2 / np.linalg.norm(eq2, axis=1).mean()
+    assert emb.info["views"] == ["anomaly", "context"]
+    assert np.allclose(emb.vectors[:, : eq2.shape[1]], eq2, atol=1e-4)
+
+
+@pytest.mark.parametrize("gate", ["score", "mask"])
+def test_crop_gate_leaves_normal_looking_images_on_their_other_views(tmp_path, gate) -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    regions = testing.example_regions(maps)
+    anomalous = np.asarray(regions.masks).reshape(len(maps), -1).any(1)
+    assert 0 < anomalous.sum() < len(maps)  # the generated set has good images without a region
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        est = MultiViewDescriptor(crop_gate=gate, **SMALL)
+        emb = est.fit_transform(images, maps, regions)
+        ungated = MultiViewDescriptor(**SMALL).fit_transform(images, maps, regions)
+    weights = est.crop_weights(maps, regions)
+    assert set(np.unique(weights)) <= {0.0, 1.0} and 0 < weights.sum() < len(maps)
+    if gate == "mask":
+        assert np.array_equal(weights.astype(bool), anomalous)
+    else:  # the good images of the generated set score lowest: they are the ones left without a crop
+        assert not weights[~anomalous].any()
+    ctx_dim, crop = emb.info["view_dims"][0], slice(emb.info["view_dims"][0], None)
+    assert np.allclose(emb.vectors[weights == 0, crop], 0.0)
+    assert np.allclose(emb.vectors[weights == 1, crop], ungated.vectors[weights == 1, crop], atol=1e-5)
+    assert np.allclose(emb.vectors[:, :ctx_dim], ungated.vectors[:, :ctx_dim], atol=1e-5)
+    assert emb.info["crop_share"] == pytest.approx(weights.mean())
+
+
+def test_crop_gate_and_anomaly_tau_are_validated_before_work() -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    for bad in ({"crop_gate": "sometimes"}, {"anomaly_tau": 0.0}):
+        with pytest.raises(ValueError):
+            MultiViewDescriptor(**{**SMALL, **bad}).fit(images, maps, testing.example_regions(maps))
