@@ -4,6 +4,8 @@ map that rises well above the image's own normal level, so defect-free images ke
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from anomaly_clustering.interfaces import Binarizer
@@ -47,6 +49,8 @@ class HysteresisThreshold(Binarizer):
     median + ``peak_fraction`` × (peak − median) of its own map (``grow="peak"``, default), or above the set's
     median top value (``grow="median-top"``); components under ``min_area_fraction`` of the map are dropped.
     """
+
+    uses_global_rng: ClassVar[bool] = False  # deterministic
 
     def __init__(
         self,

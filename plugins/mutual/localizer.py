@@ -5,6 +5,7 @@ texture) scores low and what only a few images have scores high."""
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ class MutualLocalizer(Localizer):
     the image score is the mean of the map's top ``top_fraction`` (robust where the max is not). With
     ``normal_images`` the reference is sampled from those clean images instead ("reference" mode).
     """
+
+    uses_global_rng: ClassVar[bool] = False  # reference draw and projection sample come from its own ``seed``
 
     def __init__(
         self,
