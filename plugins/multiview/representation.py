@@ -19,7 +19,44 @@ VIEWS = ("anomaly", *VIEW_KINDS)
 #: the set's log image scores; the others keep their context only), ``mask`` (images the binarizer gave a region).
 CROP_GATES = ("none", "score", "mask")
 
-__all__ = ["MultiViewDescriptor", "CROP_GATES", "VIEWS"]
+#: Per-view transforms applied after centring, before each view is scaled to unit mean norm: ``none``; ``l2`` (every
+#: image's view to unit norm: its direction only); ``ssqrt`` (signed square root: damps a few dominant channels);
+#: ``pca`` (the view's first ``view_dims`` principal components, ``whiten``-ed or not: a wide view cannot dominate by
+#: its number of channels, and its noisy tail is dropped).
+VIEW_TRANSFORMS = ("none", "l2", "ssqrt", "pca")
+
+__all__ = ["MultiViewDescriptor", "CROP_GATES", "VIEWS", "VIEW_TRANSFORMS", "fit_view_transform", "apply_view_transform"]
+
+
+def fit_view_transform(block: np.ndarray, how: str = "none", dims: int = 32, whiten: bool = False) -> dict[str, np.ndarray | float]:
+    """The learned state of one view's transform on the fitted set: its mean, the ``pca`` basis (D×d, divided by the
+    singular values when whitening) and the transformed view's mean and mean norm."""
+    b = np.asarray(block, np.float64)
+    state: dict[str, np.ndarray | float] = {"how": how, "mean": b.mean(0)}
+    if how == "pca":
+        _, s, vt = np.linalg.svd(b - state["mean"], full_matrices=False)
+        d = max(1, min(int(dims), int(np.sum(s > s[0] * 1e-7)) if len(s) and s[0] > 0 else 1))
+        state["basis"] = vt[:d].T / (np.maximum(s[:d], 1e-12) if whiten else 1.0)
+    t = _transform(b, state)
+    state["post_mean"] = t.mean(0)
+    state["scale"] = max(float(np.linalg.norm(t - state["post_mean"], axis=1).mean()), 1e-12)
+    return state
+
+
+def _transform(b: np.ndarray, state: dict) -> np.ndarray:
+    c = np.asarray(b, np.float64) - state["mean"]
+    if state["how"] == "l2":
+        return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    if state["how"] == "ssqrt":
+        return np.sign(c) * np.sqrt(np.abs(c))
+    if state["how"] == "pca":
+        return c @ state["basis"]
+    return c
+
+
+def apply_view_transform(block: np.ndarray, state: dict) -> np.ndarray:
+    """One view through its learned transform, centred and scaled to unit mean norm over the fitted set."""
+    return (_transform(block, state) - state["post_mean"]) / state["scale"]
 
 
 def _log_scores(maps: AnomalyMaps) -> np.ndarray:
@@ -35,7 +72,8 @@ class MultiViewDescriptor(Representation):
     32), each channel's spatial mean and standard deviation. ``crop``: the square around the anomaly map's peak
     region (``box_level``, ``box_margin``, ``box_min_side``; see :func:`anomaly_boxes`) cut from the image at its
     own resolution, resized to ``crop_size``, pooled the same way. Each view is centred and scaled to unit mean norm
-    over the fitted set (learned state), multiplied by its ``view_weights`` entry and concatenated; ``crop_gate``
+    over the fitted set (learned state; before that scaling each view may pass a ``view_transform``,
+    :data:`VIEW_TRANSFORMS`, e.g. PCA to ``view_dims`` components), multiplied by its ``view_weights`` entry and concatenated; ``crop_gate``
     weights the crop view per image (:data:`CROP_GATES`), so images that look normal are described by their other
     views only (a crop of a good image's highest point describes where it lands, not a defect); the image scores
     of the maps travel in ``info["image_scores"]`` for clusterers that set the normal images aside first.
@@ -57,6 +95,9 @@ class MultiViewDescriptor(Representation):
         box_min_side: float = 0.25,
         crop_gate: str = "none",
         anomaly_tau: float = 0.002,
+        view_transform: str = "none",
+        view_dims: int = 32,
+        whiten: bool = False,
         batch_size: int = 16,
     ):
         self.backbone = backbone
@@ -73,6 +114,9 @@ class MultiViewDescriptor(Representation):
         self.box_min_side = box_min_side
         self.crop_gate = crop_gate
         self.anomaly_tau = anomaly_tau
+        self.view_transform = view_transform
+        self.view_dims = view_dims
+        self.whiten = whiten
         self.batch_size = batch_size
 
     def _validate(self) -> None:
@@ -87,6 +131,10 @@ class MultiViewDescriptor(Representation):
             raise ValueError(f"crop_gate={self.crop_gate!r}: choose one of {', '.join(CROP_GATES)}")
         if not float(self.anomaly_tau) > 0:
             raise ValueError(f"anomaly_tau={self.anomaly_tau}: must be > 0")
+        if self.view_transform not in VIEW_TRANSFORMS:
+            raise ValueError(f"view_transform={self.view_transform!r}: choose one of {', '.join(VIEW_TRANSFORMS)}")
+        if isinstance(self.view_dims, bool) or int(self.view_dims) != self.view_dims or int(self.view_dims) < 1:
+            raise ValueError(f"view_dims={self.view_dims}: a positive integer")
         if min(self.context_size, self.crop_size, self.average_size) < 32:
             raise ValueError("context_size, crop_size and average_size must be at least 32 pixels")
 
@@ -111,8 +159,7 @@ class MultiViewDescriptor(Representation):
         return blocks
 
     def _learn(self, blocks: list[np.ndarray], maps: AnomalyMaps) -> None:
-        self.view_means_ = [b.mean(0) for b in blocks]
-        self.view_scales_ = [max(float(np.linalg.norm(b - b.mean(0), axis=1).mean()), 1e-12) for b in blocks]
+        self.view_states_ = [fit_view_transform(b, self.view_transform, int(self.view_dims), bool(self.whiten)) for b in blocks]
         self.score_threshold_ = otsu_split(_log_scores(maps))[0]
 
     def crop_weights(self, maps: AnomalyMaps, regions: Regions) -> np.ndarray:
@@ -128,12 +175,12 @@ class MultiViewDescriptor(Representation):
         return np.ones(n, np.float32)
 
     def _embed(self, blocks: list[np.ndarray], maps: AnomalyMaps, regions: Regions) -> Embeddings:
-        if not hasattr(self, "view_scales_"):
+        if not hasattr(self, "view_states_"):
             raise RuntimeError("MultiViewDescriptor is not fitted: call fit or fit_transform first")
         gate = self.crop_weights(maps, regions)
-        parts = [(b - mu) / s * float(w) * (gate[:, None] if v == "crop" else 1.0)
-                 for b, mu, s, w, v in zip(blocks, self.view_means_, self.view_scales_, self.view_weights, self.views)]
-        dims = [int(b.shape[1]) for b in blocks]
+        parts = [apply_view_transform(b, st) * float(w) * (gate[:, None] if v == "crop" else 1.0)
+                 for b, st, w, v in zip(blocks, self.view_states_, self.view_weights, self.views)]
+        dims = [int(p.shape[1]) for p in parts]
         info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)],
                 "crop_share": float(gate.mean())}
         return Embeddings.per_image(np.concatenate(parts, axis=1).astype(np.float32), info)

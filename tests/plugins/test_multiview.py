@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import normalized_mutual_info_score
 
 from anomaly_clustering import runtime, testing
@@ -216,3 +217,38 @@ def test_crop_gate_and_anomaly_tau_are_validated_before_work() -> None:
     for bad in ({"crop_gate": "sometimes"}, {"anomaly_tau": 0.0}):
         with pytest.raises(ValueError):
             MultiViewDescriptor(**{**SMALL, **bad}).fit(images, maps, testing.example_regions(maps))
+
+
+def test_view_transforms_equalise_views_and_are_learned_in_fit() -> None:
+    from anomaly_clustering.plugins.multiview.representation import apply_view_transform, fit_view_transform
+
+    rng = np.random.default_rng(0)
+    x, truth = _blobs(3, 30, d=4)
+    wide = np.concatenate([x, rng.normal(0, 0.05, (len(x), 200))], 1) * 50.0  # 4 informative dims among 204, large scale
+    for how in ("none", "l2", "ssqrt", "pca"):
+        st = fit_view_transform(wide, how, dims=8)
+        z = apply_view_transform(wide, st)
+        assert np.allclose(z.mean(0), 0.0, atol=1e-8) and np.linalg.norm(z, axis=1).mean() == pytest.approx(1.0)
+        assert np.allclose(apply_view_transform(wide[:5], st), z[:5])  # fitted state, not refitted per call
+    pca = apply_view_transform(wide, fit_view_transform(wide, "pca", dims=3))
+    assert pca.shape == (len(x), 3)
+    assert normalized_mutual_info_score(truth, AgglomerativeClustering(3, linkage="ward").fit_predict(pca)) == pytest.approx(1.0)
+    white = apply_view_transform(wide, fit_view_transform(wide, "pca", dims=3, whiten=True))
+    assert np.allclose(np.std(white, axis=0), np.std(white, axis=0)[0], rtol=1e-6)  # whitened: equal spread per component
+    ssq = apply_view_transform(np.array([[4.0], [-4.0], [0.0]]), fit_view_transform(np.array([[4.0], [-4.0], [0.0]]), "ssqrt"))
+    assert ssq[0, 0] == pytest.approx(-ssq[1, 0]) and ssq[2, 0] == pytest.approx(0.0)
+
+
+def test_representation_pca_view_transform_sets_each_views_width(tmp_path) -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    regions = testing.example_regions(maps)
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        est = MultiViewDescriptor(view_transform="pca", view_dims=3, **SMALL)
+        emb = est.fit_transform(images, maps, regions)
+        again = est.transform(images, maps, regions)
+    assert emb.info["view_dims"] == [3, 3] and emb.vectors.shape == (len(images), 6)
+    assert np.allclose(emb.vectors, again.vectors, atol=1e-5)
+    for bad in ({"view_transform": "zca"}, {"view_dims": 0}, {"view_dims": 2.5}):
+        with pytest.raises(ValueError):
+            MultiViewDescriptor(**{**SMALL, **bad}).fit(images, maps, regions)
