@@ -67,8 +67,9 @@ def cluster(x: np.ndarray, k: int, how: str, seed: int) -> np.ndarray:
     raise ValueError(how)
 
 
-def variant_specs(clusterers: list[str]) -> dict[str, dict]:
-    """name -> {parts: [(view, weight, gate)], tf: transform, cl: clusterer}."""
+def variant_specs(clusterers: list[str], grid: str = "broad") -> dict[str, dict]:
+    """name -> {parts: [(view, weight, gate)], tf: transform, cl: clusterer}. ``broad``: every view combination under
+    every transform (Ward), a few under the other clusterers; ``fine``: whitened PCA at more widths (Ward)."""
     combos = {
         "eq2 + avg512": [("eq2", 1, None), ("avg512", 1, None)],
         "eq2": [("eq2", 1, None)],
@@ -99,6 +100,14 @@ def variant_specs(clusterers: list[str]) -> dict[str, dict]:
         "ctx384 x0.5 + crop224": [("ctx384", 0.5, None), ("crop224", 1, None)],
     }
     specs = {}
+    if grid == "fine":
+        fine = ("ctx384", "ctx384 + crop224", "ctx384 + crop224 x0.5", "ctx384 + crop224[mask]", "avg512 + ctx384",
+                "eq2 + avg512 + ctx384", "eq2 x0.5 + avg512 + ctx384", "eq2 + ctx384", "eq2 x0.5 + ctx384", "avg512 + ctx384 + crop224",
+                "eq2 + avg512 + ctx384 + crop224", "eq2 + avg512")
+        for tf in ("pca8w", "pca12w", "pca16w", "pca24w", "pca32w", "pca40w", "pca48w", "pca64w"):
+            for name in fine:
+                specs[f"{name} | {tf} | ward"] = {"parts": combos[name], "tf": tf, "cl": "ward"}
+        return specs
     for tf in ("std", "l2", "ssqrt", "pca16", "pca32", "pca64", "pca16w", "pca32w"):
         for name, parts in combos.items():
             specs[f"{name} | {tf} | ward"] = {"parts": parts, "tf": tf, "cl": "ward"}
@@ -112,14 +121,21 @@ def variant_specs(clusterers: list[str]) -> dict[str, dict]:
     return specs
 
 
-def evaluate(blocks_dir: Path, clusterers: list[str], localizer: str) -> dict:
+def evaluate(blocks_dir: Path, clusterers: list[str], localizer: str, done: dict | None = None,
+             out_file: str | None = None, grid: str = "broad") -> dict:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    specs = variant_specs(clusterers)
+    specs = variant_specs(clusterers, grid)
     out: dict[str, dict] = {n: {} for n in specs}
+    have = {(s, e["seed"]) for v in (done or {}).values() for s, r in v.items() for e in r}
+    for n, v in (done or {}).items():
+        if n in out:
+            out[n] = {s: list(r) for s, r in v.items()}
     for path in sorted(blocks_dir.glob(f"*_{localizer}_seed*.npz")):
         set_name, seed = path.stem.rsplit(f"_{localizer}_seed", 1)
         seed = int(seed)
+        if (set_name, seed) in have:
+            continue
         z = np.load(path)
         true, k, floor = z["true"], int(z["k"]), float(z["floor"])
         cache: dict[tuple[str, str], np.ndarray] = {}
@@ -136,6 +152,8 @@ def evaluate(blocks_dir: Path, clusterers: list[str], localizer: str) -> dict:
             score = float(nmi(true, cluster(x, k, sp["cl"], seed)))
             out[name].setdefault(set_name, []).append({"seed": seed, "nmi": score, "floor": floor, "g": (score - floor) / (1 - floor)})
         print(f"{path.stem}: done", flush=True)
+        if out_file is not None:
+            Path(out_file).write_text(json.dumps({"raw": out, "summary": {}}, indent=0))
     return out
 
 
@@ -167,14 +185,33 @@ def main() -> None:
     ap.add_argument("--clusterers", default="ward,kmeans,gmm,spectral")
     ap.add_argument("--out", default=None)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--resume", action="store_true", help="keep the set × seed results already in --out, evaluate the rest")
+    ap.add_argument("--grid", choices=("broad", "fine"), default="broad")
+    ap.add_argument("--merge", nargs="*", default=None, help="only summarise these --out files of earlier runs (e.g. one per set)")
     args = ap.parse_args()
-    res = evaluate(Path(args.blocks), args.clusterers.split(","), args.localizer)
+    if args.merge:
+        res: dict[str, dict] = {}
+        for f in args.merge:
+            for n, v in json.loads(Path(f).read_text())["raw"].items():
+                for s, r in v.items():
+                    have = res.setdefault(n, {}).setdefault(s, [])
+                    have.extend(e for e in r if e["seed"] not in {h["seed"] for h in have})
+        report(res, args.out, args.top)
+        return
+    done = json.loads(Path(args.out).read_text())["raw"] if args.resume and args.out and Path(args.out).exists() else None
+    res = evaluate(Path(args.blocks), args.clusterers.split(","), args.localizer, done, args.out, args.grid)
+    report(res, args.out, args.top)
+
+
+def report(res: dict, out: str | None, top: int) -> None:
     summ = summarise(res)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"raw": res, "summary": summ}, indent=1))
+    if out:
+        Path(out).write_text(json.dumps({"raw": res, "summary": summ}, indent=1))
+    if not summ:
+        return
     ranked = sorted(summ, key=lambda n: key(summ[n], SETS), reverse=True)
     print("\nvariant | " + " | ".join(f"{s} NMI, g (worst)" for s in SETS) + " | worst g | mean g")
-    for n in ranked[: args.top]:
+    for n in ranked[:top]:
         r = summ[n]
         cells = " | ".join(f"{r[s]['nmi']:.3f}±{r[s]['nmi_sd']:.3f} {r[s]['g']:+.3f} ({r[s]['g_min']:+.3f})" for s in SETS)
         print(f"{n} | {cells} | {key(r, SETS)[0]:+.3f} | {key(r, SETS)[1]:+.3f}")
