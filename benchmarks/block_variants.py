@@ -61,7 +61,7 @@ def cluster(x: np.ndarray, k: int, how: str, seed: int) -> np.ndarray:
     if how == "gmm":
         return GaussianMixture(n_components=k, covariance_type="diag", n_init=3, random_state=seed, reg_covar=1e-4).fit_predict(x)
     if how == "spectral":
-        nn = max(10, int(round(np.sqrt(len(x)))))
+        nn = max(10, round(float(np.sqrt(len(x)))))
         return SpectralClustering(n_clusters=k, affinity="nearest_neighbors", n_neighbors=nn, random_state=seed,
                                   assign_labels="cluster_qr").fit_predict(x)
     raise ValueError(how)
