@@ -170,7 +170,8 @@ class MutualLocalizer(Localizer):
         scored against the other references): the per-set scales that make the two kinds of evidence comparable."""
         ref = self.reference_.to(device, torch.float32)
         own = torch.arange(len(ref))
-        mutual = mutual_scores(ref, ref, own, float(self.quantile), int(self.max_elements), device) if len(ref) > 1 else torch.zeros(1)
+        needed = len(ref) > 1 and float(self.self_weight) < 1  # a single reference has no other image to be scored against
+        mutual = mutual_scores(ref, ref, own, float(self.quantile), int(self.max_elements), device) if needed else torch.zeros(1)
         return robust_scale(mutual), robust_scale(self._self(ref))
 
     def _combine(self, mutual: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,8 @@ class MutualLocalizer(Localizer):
         if getattr(self, "scales_", None) is None:
             raise RuntimeError("MutualLocalizer: self_weight was set after fit; fit again to learn the scales")
         (m_med, m_mad), (s_med, s_mad) = self.scales_
-        return (1 - w) * (mutual - m_med) / m_mad + w * (self._self(z) - s_med) / s_mad
+        within = w * (self._self(z) - s_med) / s_mad
+        return within if w == 1 else (1 - w) * (mutual - m_med) / m_mad + within
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
         if not hasattr(self, "reference_"):
@@ -200,7 +202,10 @@ class MutualLocalizer(Localizer):
         for s in runtime.progress(blocks, desc="mutual scoring", unit="block"):
             rows = np.arange(s, min(len(images), s + _BLOCK))
             z = self._patches(feats, rows, device)
-            scores = mutual_scores(z, reference, exclude[rows], float(self.quantile), int(self.max_elements), device)
+            if float(self.self_weight) < 1:
+                scores = mutual_scores(z, reference, exclude[rows], float(self.quantile), int(self.max_elements), device)
+            else:  # within-image evidence alone: no mutual scoring
+                scores = torch.zeros(len(rows), h * w)
             scores = self._combine(scores, z)
             m = F.interpolate(scores.view(len(rows), 1, h, w).to(device), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
             maps[s : s + len(rows)] = gaussian_blur(m, float(self.sigma) * side / w).cpu()

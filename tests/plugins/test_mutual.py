@@ -223,6 +223,8 @@ def test_within_image_evidence_finds_a_defect_every_image_has(cpu_cache, tmp_pat
         loc = MutualLocalizer(input_size=SIZE, reference_images=12, seed=0, self_weight=w)
         auroc[w] = roc_auc_score(small, loc.fit_predict(images).maps.ravel())
     assert auroc[0.5] > auroc[0.0] + 0.02 and auroc[0.5] > 0.98, auroc
+    alone = MutualLocalizer(input_size=SIZE, reference_images=1, self_weight=1.0).fit_predict(images)  # no mutual term
+    assert np.isfinite(alone.maps).all() and roc_auc_score(small, alone.maps.ravel()) > 0.98
     (m_med, m_mad), (s_med, s_mad) = loc.scales_
     assert m_mad > 0 and s_mad > 0 and s_med > 0
     with pytest.raises(RuntimeError, match="fit again"):
