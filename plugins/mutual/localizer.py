@@ -43,10 +43,13 @@ class MutualLocalizer(Localizer):
     ``normal_images`` the reference is sampled from those clean images instead ("reference" mode).
 
     Within-image evidence (``self_weight`` > 0; issue #19): a patch is also scored against its own image's patches
-    farther than ``self_radius`` cells (mean of the smallest ``self_quantile`` share of those distances), which finds
-    defects that recur across the set (a texture where every image has the same kind of large defect) that mutual
-    scoring matches away. Both scores are put on one scale by the median / MAD of each over the reference images
-    (learned at fit: ``scales_``), then mixed as (1 − ``self_weight``)·mutual + ``self_weight``·within-image.
+    farther than ``self_radius`` cells (mean of the smallest ``self_quantile`` share of those distances): a defect
+    rare inside its own image scores high even where other images share it (mutual scoring matches it away), but so
+    does an object's outline. Both scores are put on one scale by the median / MAD of each over the reference images
+    (learned at fit: ``scales_``), then mixed as (1 − ``self_weight``)·mutual + ``self_weight``·within-image
+    (``self_weight`` = 1: within-image alone). A ``self_radius`` that leaves no patch to compare with on the feature
+    grid fails at fit, once the grid is known. Figures: benchmarks/README.md (sharper DeepPCB / MTD pixels, a
+    weaker bottle image ranking: off by default).
     """
 
     uses_global_rng: ClassVar[bool] = False  # reference draw and projection sample come from its own ``seed``
@@ -163,6 +166,7 @@ class MutualLocalizer(Localizer):
         return self
 
     def _self(self, z: torch.Tensor) -> torch.Tensor:
+        """Within-image scores (B×P, CPU) of patch vectors ``z`` on the fitted grid."""
         return self_scores(z, self.grid_, int(self.self_radius), float(self.self_quantile), int(self.max_elements))
 
     def _scales(self, device: torch.device) -> tuple[tuple[float, float], tuple[float, float]]:
