@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=["mtd", "neu_det", "mvtec_bottle", "deeppcb"])
     ap.add_argument("--localizers", nargs="*", default=["fca", "fca-vae"])
     ap.add_argument("--eval_size", type=int, default=256)
-    ap.add_argument("--option", action="append", default=[], help="localizer option key=value (e.g. input_size=512), or name.key=value for one localizer")
+    ap.add_argument("--option", action="append", default=[], help="localizer option key=value (e.g. input_size=512, layers=[\"1\",\"2\"]: JSON), or name.key=value for one localizer")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--subset", type=int, default=0, help="stratified subset of this many images per set (0: all)")
     ap.add_argument("--every", type=int, default=1, help="score every k-th image of each class (fit still sees all)")
@@ -216,7 +216,7 @@ def main() -> None:
     options = {}
     for kv in args.option:
         k, v = kv.split("=", 1)
-        options[k] = json.loads(v) if v[:1].isdigit() or v[:1] == "." or v in ("true", "false", "null") else v
+        options[k] = json.loads(v) if v[:1].isdigit() or v[:1] in (".", "[") or v in ("true", "false", "null") else v
     rows = []
     for set_name in args.sets:
         for localizer in args.localizers:

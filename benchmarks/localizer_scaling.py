@@ -9,6 +9,12 @@ Images: a class-stratified subset of ``--set``'s test images; data by ``--data``
     python benchmarks/localizer_scaling.py --sizes 50 200 800 --input_size 128
     python benchmarks/localizer_scaling.py --set deeppcb --sizes 200 1000 4000 --localizers mutual --input_size 128
 
+``--kernels`` times only mutual's scoring kernels per query image on random patch tensors of the real shapes
+(P = 256 patches of D = 304 dims at 128 px): mutual scoring against 64 / 128 references and the within-image term
+(``self_weight``), best of 3 repeats, so a loaded machine inflates the figures less than the end-to-end points:
+
+    python benchmarks/localizer_scaling.py --kernels --threads 2
+
 Localization quality (PRO, AUROC) is ``benchmarks/localization_quality.py``.
 """
 
@@ -64,6 +70,28 @@ def one_point(args) -> None:
     }))
 
 
+def kernels(threads: int, queries: int = 128, patches: int = 256, dims: int = 304) -> None:
+    """Seconds per query image of mutual's scoring kernels (best of 3 repeats), printed as a table."""
+    import torch
+
+    from anomaly_clustering.plugins.mutual.torch_model import mutual_scores, self_scores
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(queries, patches, dims, generator=gen)
+    side = int(patches**0.5)
+    jobs = {f"mutual, {m} references": (lambda m=m: mutual_scores(z, torch.randn(m, patches, dims, generator=gen))) for m in (64, 128)}
+    jobs["within-image (self_weight > 0)"] = lambda: self_scores(z, (side, side))
+    print(f"| kernel | s / image ({queries} queries, P = {patches}, D = {dims}, {threads} threads, best of 3) |\n|---|---|")
+    for name, job in jobs.items():
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            job()
+            best = min(best, time.perf_counter() - t0)
+        print(f"| {name} | {best / queries:.4f} |  load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA), help="folder holding the sets (default: $ANOMALY_CLUSTERING_DATA or ../shared/data)")
@@ -76,7 +104,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--localizer", default="", help=argparse.SUPPRESS)
     ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--kernels", action="store_true", help="time only mutual's scoring kernels (see the module docstring)")
     args = ap.parse_args()
+    if args.kernels:
+        return kernels(args.threads)
     if args.localizer:
         return one_point(args)
     rows = []
