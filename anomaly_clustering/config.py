@@ -3,8 +3,8 @@ shared settings — used alike by the Python API (:mod:`anomaly_clustering.api`)
 
 The merge rule (:func:`resolve_config`), per stage, later steps winning:
 
-1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``fca-vae``, or
-   ``color-stats`` when FCA cannot load);
+1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``mutual``, or
+   ``color-stats`` when it cannot load);
 2. the preset's options for that part, when the stage keeps the preset's plugin;
 3. the options given for the stage (``--representation.epochs 2``, ``representation__epochs=2``, a YAML mapping);
 4. a shared setting (``backbone``, ``backbone_weights``, ``input_size``, ``seed``) fills every option of that name
@@ -32,9 +32,9 @@ __all__ = [
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
 #: Options every stage with such a parameter inherits from the top-level settings unless given per stage.
 SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
-DEFAULT_LOCALIZER = "fca-vae"
+DEFAULT_LOCALIZER = "mutual"
 FALLBACK_LOCALIZER = "color-stats"
-DEFAULT_CLASSIFIER = "anomaly-context"
+DEFAULT_CLASSIFIER = "multiview-anomaly-pca"
 
 FIT_COMMAND_HELP = "localize, binarize, represent and cluster a folder of images; writes a run folder"
 
@@ -169,16 +169,21 @@ def resolve_config(
 
 
 def check_plugins(config: PipelineConfig) -> None:
-    """Instantiate every stage once and check its ``parameter_constraints``, so that an unknown plugin, an unknown
-    option or an invalid value fails before any work."""
+    """Instantiate every stage once and check its ``parameter_constraints`` (and its own ``_validate()``, for plugins
+    that check their parameters in one), so that an unknown plugin, an unknown option or an invalid value fails
+    before any work."""
     from . import registry
     from .validation import validate_params
 
     for stage in STAGES:
         spec = config.spec(stage)
         try:
-            validate_params(registry.create(stage, spec.name, **merge_stage_options(stage, spec.name, spec.options, config.shared, config.n_clusters)))
-        except ValueError as exc:
+            component = registry.create(stage, spec.name, **merge_stage_options(stage, spec.name, spec.options, config.shared, config.n_clusters))
+            validate_params(component)
+            own_check = getattr(component, "_validate", None)
+            if callable(own_check):
+                own_check()
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"--{stage} {spec.name}: {exc}") from None
 
 
