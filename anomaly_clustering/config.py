@@ -3,8 +3,8 @@ shared settings — used alike by the Python API (:mod:`anomaly_clustering.api`)
 
 The merge rule (:func:`resolve_config`), per stage, later steps winning:
 
-1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``mutual``, or
-   ``color-stats`` when it cannot load);
+1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``fca-vae``, or
+   ``color-stats`` when FCA cannot load);
 2. the preset's options for that part, when the stage keeps the preset's plugin;
 3. the options given for the stage (``--representation.epochs 2``, ``representation__epochs=2``, a YAML mapping);
 4. a shared setting (``backbone``, ``backbone_weights``, ``input_size``, ``seed``) fills every option of that name
@@ -32,9 +32,9 @@ __all__ = [
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
 #: Options every stage with such a parameter inherits from the top-level settings unless given per stage.
 SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
-DEFAULT_LOCALIZER = "mutual"
+DEFAULT_LOCALIZER = "fca-vae"
 FALLBACK_LOCALIZER = "color-stats"
-DEFAULT_CLASSIFIER = "multiview-anomaly-pca"
+DEFAULT_CLASSIFIER = "anomaly-context"
 
 FIT_COMMAND_HELP = "localize, binarize, represent and cluster a folder of images; writes a run folder"
 

@@ -20,5 +20,5 @@ ANOMALY_CONTEXT = ClassifierPreset(
     representation={"name": "weighted-descriptor", "context_weight": 1.0},
     clusterer="ward",
     binarizer="otsu",
-    description="eq. 2 anomaly descriptor + mean-pooled context block + Ward (suite, 3 seeds: with fca-vae maps above the Average floor on all 4 sets, gap closed 0.07-0.29; with mutual maps below it on NEU-DET and DeepPCB)",
+    description="Default: eq. 2 anomaly descriptor + mean-pooled context block + Ward (suite, 3 seeds: with fca-vae maps above the Average floor on all 4 sets, gap closed 0.07-0.29; with mutual maps below it on NEU-DET and DeepPCB)",
 )

@@ -49,6 +49,6 @@ MULTIVIEW_ANOMALY_PCA = ClassifierPreset(
                     "view_transform": "pca", "view_dims": 64},
     clusterer="ward",
     binarizer="hysteresis",
-    description="Default: eq. 2 anomaly descriptor (x0.5) + mean-pooled features + deep context at 384 px, each view cut to its "
-    "first 64 principal components, Ward (suite, mutual maps, 3 seeds: above the Average floor on all 4 sets, gap closed 0.02-0.56)",
+    description="eq. 2 anomaly descriptor (x0.5) + mean-pooled features + deep context at 384 px, each view cut to its "
+    "first 64 principal components, Ward (mutual maps: above the floor on all 4 suite sets, g 0.02-0.56, but weighted on them: see benchmarks/README.md)",
 )
