@@ -98,13 +98,24 @@ def expand(families: list[str]) -> list[str]:
     return out
 
 
-def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int) -> list[dict]:
-    """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
-    from sklearn.metrics import normalized_mutual_info_score as nmi
+def standardised_blocks(file: Path, views: list[str]) -> np.ndarray:
+    """The named view blocks of a saved block file, each centred and scaled to unit mean row norm (as the
+    ``multiview`` representation does with unit view weights), side by side."""
+    z = np.load(file)
+    parts = []
+    for v in views:
+        b = z[f"block_{v}"].astype(np.float64)
+        b = b - b.mean(0)
+        parts.append(b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12))
+    return np.concatenate(parts, axis=1)
 
-    from anomaly_clustering.kselect import estimate_k, ward_cuts
 
-    rows = []
+def sources(folder: Path, sets: list, kinds: list[str], blocks: Path | None = None, block_views: list[str] = (),
+            block_maps: str = "mutual", block_seeds: list[int] = ()) -> list[tuple]:
+    """(set, kind, vectors of the distinct images, labels, inverse) for every embedding file there is: the
+    ``<set>__<kind>.npz`` of step 1, then per ``block_views`` entry (``eq2+avg512+ctx384``) and seed the
+    standardised concatenation of ``<blocks>/<set>_<maps>_seed<seed>.npz`` (kind ``VIEWS s<seed>``)."""
+    out = []
     for s in sets:
         for kind in kinds:
             file = folder / f"{s.name}__{kind}.npz"
@@ -112,19 +123,39 @@ def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds:
                 print(f"[estimate] {file.name}: missing, skipped", flush=True)
                 continue
             x_all, y, keep, inverse = load(file)
-            x = x_all[keep]
-            cuts = ward_cuts(x, list(range(1, k_max + 2)))
-            score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
-            for method in methods:
-                t0 = time.perf_counter()
-                name, options = parse_method(method)
-                runs = [estimate_k(x, k_min, k_max, name, seed, **options) for seed in (seeds if name in RANDOM else seeds[:1])]
-                ks = [k for k, _ in runs]
-                rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
-                             "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
-                             "curve": {str(k): round(v, 4) for k, v in runs[0][1].items()}, "nmi_by_k": score,
-                             "seconds": round((time.perf_counter() - t0) / len(runs), 2)})
-                print(f"[estimate] {s.name} × {kind} × {method}: K {ks} (truth {s.n_clusters}), NMI {np.mean(rows[-1]['nmi']):.3f} vs {score[s.n_clusters]:.3f}", flush=True)
+            out.append((s, kind, x_all[keep], y, inverse))
+        for views in block_views if blocks else []:
+            for seed in block_seeds:
+                file = blocks / f"{s.name}_{block_maps}_seed{seed}.npz"
+                if not file.exists():
+                    print(f"[estimate] {file.name}: missing, skipped", flush=True)
+                    continue
+                y = np.load(file)["true"]
+                out.append((s, f"{views} s{seed}", standardised_blocks(file, views.split("+")), y, np.arange(len(y))))
+    return out
+
+
+def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int,
+          **block_options) -> list[dict]:
+    """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.kselect import estimate_k, ward_cuts
+
+    rows = []
+    for s, kind, x, y, inverse in sources(folder, sets, kinds, **block_options):
+        cuts = ward_cuts(x, list(range(1, k_max + 2)))
+        score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
+        for method in methods:
+            t0 = time.perf_counter()
+            name, options = parse_method(method)
+            runs = [estimate_k(x, k_min, k_max, name, seed, **options) for seed in (seeds if name in RANDOM else seeds[:1])]
+            ks = [k for k, _ in runs]
+            rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
+                         "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
+                         "curve": {str(k): round(v, 4) for k, v in runs[0][1].items()}, "nmi_by_k": score,
+                         "seconds": round((time.perf_counter() - t0) / len(runs), 2)})
+            print(f"[estimate] {s.name} × {kind} × {method}: K {ks} (truth {s.n_clusters}), NMI {np.mean(rows[-1]['nmi']):.3f} vs {score[s.n_clusters]:.3f}", flush=True)
     return rows
 
 
@@ -206,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k_min", type=int, default=2)
     p.add_argument("--k_max", type=int, default=10)
     p.add_argument("--out", default=None, help="JSON file of the rows")
+    p.add_argument("--blocks", default=None, help="folder of saved view blocks <set>_<maps>_seed<seed>.npz (read only)")
+    p.add_argument("--block_views", nargs="*", default=["eq2+avg512+ctx384"],
+                   help="concatenations of standardised blocks to estimate on, e.g. eq2+avg512+ctx384 ctx384")
+    p.add_argument("--block_maps", default="mutual", help="the localizer in the block files' names")
+    p.add_argument("--block_seeds", nargs="*", type=int, default=[0, 1, 2], help="the block files' seeds")
     p.add_argument("--loso", nargs="*", default=[], metavar="NAME:OPTION=V1,V2",
                    help="parameter grids for the leave-one-set-out check, e.g. prediction-strength:threshold=0.6,0.7,0.8")
     args = p.parse_args(argv)
@@ -221,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(K_METHODS)
     grids = {f: expand([f]) for f in args.loso}
     every = list(dict.fromkeys(methods + [v for g in grids.values() for v in g]))
-    rows = study(Path(args.embeddings), sets, args.kinds, every, args.seeds, args.k_min, args.k_max)
-    print(table(rows, every, args.kinds))
+    rows = study(Path(args.embeddings), sets, args.kinds, every, args.seeds, args.k_min, args.k_max,
+                 blocks=Path(args.blocks) if args.blocks else None, block_views=args.block_views,
+                 block_maps=args.block_maps, block_seeds=args.block_seeds)
+    print(table(rows, every, list(dict.fromkeys(r["kind"] for r in rows))))
     ranked = sorted(methods, key=lambda m: rank_key(rows, m), reverse=True)
     print("\nRanking (set × kind cells meeting §3, worst ΔNMI): " + "; ".join(f"{m} ({rank_key(rows, m)[0]}, {rank_key(rows, m)[1]:+.3f})" for m in ranked))
     for family, variants in grids.items():
