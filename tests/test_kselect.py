@@ -11,7 +11,15 @@ from sklearn.metrics import adjusted_rand_score
 
 from anomaly_clustering import registry
 from anomaly_clustering.kselect import (
-    AUTO_METHOD, ESTIMATORS, K_METHODS, eigengap_curve, estimate_k, method_label, select_n_clusters, sqrt_neighbours, ward_cuts,
+    AUTO_METHOD,
+    ESTIMATORS,
+    K_METHODS,
+    eigengap_curve,
+    estimate_k,
+    method_label,
+    select_n_clusters,
+    sqrt_neighbours,
+    ward_cuts,
 )
 from anomaly_clustering.records import Embeddings
 
