@@ -12,7 +12,11 @@ Existing files are reused.
 
 Step 2 (``estimate``): every K estimator of :mod:`anomaly_clustering.kselect` on every file, all with the clusterer's
 Ward; the estimated K, NMI at it and NMI at the true K; random estimators over ``--seeds``. Prints a Markdown table and
-a leave-one-set-out check of the ``auto`` rule's parameter, and writes ``--out`` (JSON).
+a leave-one-set-out check of the ``auto`` rule's parameter, and writes ``--out`` (JSON). ``--blocks`` adds saved view
+blocks (``<set>_<maps>_seed<seed>.npz``: ``block_<view>`` arrays and ``true`` labels) as more embeddings: each
+``--block_views`` entry is the concatenation of those blocks, each centred and scaled to unit mean norm. Rules that
+were measured and dropped (``duda-hart``, ``pca-eigengap``, ``bootstrap-eigengap``, and the ``constant`` prior) stay
+selectable here by ``--methods``, not in kselect.
 """
 
 from __future__ import annotations
@@ -69,7 +73,72 @@ def embed(sets: list, kinds: list[str], folder: Path, seed: int = 0) -> None:
             print(f"[embed] {s.name} × {kind}: {len(images)} images, {x.shape[1]} dims, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-RANDOM = {"gap", "prediction-strength", "stability"}  # seeded estimators: run once per seed
+# ------------------------------------------------------------- rules measured here and dropped (not in kselect)
+def _pca(x: np.ndarray, d: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    return PCA(min(int(d), x.shape[1], len(x) - 1), random_state=0).fit_transform(x)
+
+
+def duda_hart(x: np.ndarray, ks: list[int], seed: int, d: int = 5, z: float = 3.2) -> tuple[int, dict[int, float]]:
+    """1 + the number of Ward's top k_max − 1 splits that Duda & Hart's Je(2)/Je(1) test (critical value z = 3.2, as
+    Milligan & Cooper 1985) calls significant, in the first ``d`` principal components; curve: each split's ratio."""
+    from scipy.cluster.hierarchy import linkage
+
+    xp = _pca(x, d)
+    p, n = xp.shape[1], len(xp)
+    tree = linkage(xp, "ward")
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    for i, (a, b) in enumerate(tree[:, :2].astype(int)):
+        members[n + i] = members[a] + members[b]
+    count, curve = 1, {}
+    for j, row in enumerate(tree[::-1][: ks[-1] - 1]):
+        a, b = members[int(row[0])], members[int(row[1])]
+        both = xp[a + b]
+        ratio = (((xp[a] - xp[a].mean(0)) ** 2).sum() + ((xp[b] - xp[b].mean(0)) ** 2).sum()) / ((both - both.mean(0)) ** 2).sum()
+        critical = 1 - 2 / (np.pi * p) - z * np.sqrt(2 * (1 - 8 / (np.pi**2 * p)) / (len(both) * p))
+        count += bool(ratio < critical)
+        curve[j + 2] = float(ratio)
+    return min(max(count, ks[0]), ks[-1]), curve
+
+
+def pca_eigengap(x: np.ndarray, ks: list[int], seed: int, d: int = 10, n_neighbors: int = 15) -> tuple[int, dict[int, float]]:
+    """The k-NN eigengap on the first ``d`` principal components."""
+    from anomaly_clustering.kselect import eigengap_curve
+
+    curve = eigengap_curve(_pca(x, d), ks[0], ks[-1], n_neighbors)
+    return min(curve, key=lambda k: (-curve[k], k)), curve
+
+
+def bootstrap_eigengap(x: np.ndarray, ks: list[int], seed: int, n_neighbors: int = 10, draws: int = 20,
+                       fraction: float = 0.8) -> tuple[int, dict[int, float]]:
+    """The most frequent k-NN eigengap estimate over ``draws`` seeded subsamples of ``fraction`` of the images."""
+    from anomaly_clustering.kselect import eigengap_curve
+
+    rng = np.random.default_rng(seed)
+    votes = {k: 0.0 for k in ks}
+    for _ in range(draws):
+        curve = eigengap_curve(x[rng.choice(len(x), int(fraction * len(x)), replace=False)], ks[0], ks[-1], n_neighbors)
+        votes[min(curve, key=lambda k: (-curve[k], k))] += 1.0 / draws
+    return min(votes, key=lambda k: (-votes[k], k)), votes
+
+
+def constant(x: np.ndarray, ks: list[int], seed: int, k: int = 6) -> tuple[int, dict[int, float]]:
+    """No estimate at all, K = ``k`` always: the prior a rule has to beat (the suite's true K are 4, 6, 6 and 7)."""
+    return int(k), {int(k): 1.0}
+
+
+DROPPED = {"duda-hart": duda_hart, "pca-eigengap": pca_eigengap, "bootstrap-eigengap": bootstrap_eigengap, "constant": constant}
+RANDOM = {"gap", "prediction-strength", "stability", "bootstrap-eigengap"}  # seeded estimators: run once per seed
+
+
+def run_method(x: np.ndarray, k_min: int, k_max: int, name: str, seed: int, **options) -> tuple[int, dict[int, float]]:
+    """An estimator of kselect, or one of the rules measured here and dropped."""
+    from anomaly_clustering.kselect import estimate_k
+
+    if name in DROPPED:
+        return DROPPED[name](x, list(range(k_min, min(k_max, len(x) - 1) + 1)), seed, **options)
+    return estimate_k(x, k_min, k_max, name, seed, **options)
 
 
 def load(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,13 +167,24 @@ def expand(families: list[str]) -> list[str]:
     return out
 
 
-def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int) -> list[dict]:
-    """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
-    from sklearn.metrics import normalized_mutual_info_score as nmi
+def standardised_blocks(file: Path, views: list[str]) -> np.ndarray:
+    """The named view blocks of a saved block file, each centred and scaled to unit mean row norm (as the
+    ``multiview`` representation does with unit view weights), side by side."""
+    z = np.load(file)
+    parts = []
+    for v in views:
+        b = z[f"block_{v}"].astype(np.float64)
+        b = b - b.mean(0)
+        parts.append(b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12))
+    return np.concatenate(parts, axis=1)
 
-    from anomaly_clustering.kselect import estimate_k, ward_cuts
 
-    rows = []
+def sources(folder: Path, sets: list, kinds: list[str], blocks: Path | None = None, block_views: list[str] = (),
+            block_maps: str = "mutual", block_seeds: list[int] = ()) -> list[tuple]:
+    """(set, kind, vectors of the distinct images, labels, inverse) for every embedding file there is: the
+    ``<set>__<kind>.npz`` of step 1, then per ``block_views`` entry (``eq2+avg512+ctx384``) and seed the
+    standardised concatenation of ``<blocks>/<set>_<maps>_seed<seed>.npz`` (kind ``VIEWS s<seed>``)."""
+    out = []
     for s in sets:
         for kind in kinds:
             file = folder / f"{s.name}__{kind}.npz"
@@ -112,19 +192,39 @@ def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds:
                 print(f"[estimate] {file.name}: missing, skipped", flush=True)
                 continue
             x_all, y, keep, inverse = load(file)
-            x = x_all[keep]
-            cuts = ward_cuts(x, list(range(1, k_max + 2)))
-            score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
-            for method in methods:
-                t0 = time.perf_counter()
-                name, options = parse_method(method)
-                runs = [estimate_k(x, k_min, k_max, name, seed, **options) for seed in (seeds if name in RANDOM else seeds[:1])]
-                ks = [k for k, _ in runs]
-                rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
-                             "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
-                             "curve": {str(k): round(v, 4) for k, v in runs[0][1].items()}, "nmi_by_k": score,
-                             "seconds": round((time.perf_counter() - t0) / len(runs), 2)})
-                print(f"[estimate] {s.name} × {kind} × {method}: K {ks} (truth {s.n_clusters}), NMI {np.mean(rows[-1]['nmi']):.3f} vs {score[s.n_clusters]:.3f}", flush=True)
+            out.append((s, kind, x_all[keep], y, inverse))
+        for views in block_views if blocks else []:
+            for seed in block_seeds:
+                file = blocks / f"{s.name}_{block_maps}_seed{seed}.npz"
+                if not file.exists():
+                    print(f"[estimate] {file.name}: missing, skipped", flush=True)
+                    continue
+                y = np.load(file)["true"]
+                out.append((s, f"{views} s{seed}", standardised_blocks(file, views.split("+")), y, np.arange(len(y))))
+    return out
+
+
+def study(folder: Path, sets: list, kinds: list[str], methods: list[str], seeds: list[int], k_min: int, k_max: int,
+          **block_options) -> list[dict]:
+    """One row per set × kind × method: K per seed, NMI at each, NMI at the true K."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.kselect import ward_cuts
+
+    rows = []
+    for s, kind, x, y, inverse in sources(folder, sets, kinds, **block_options):
+        cuts = ward_cuts(x, list(range(1, k_max + 2)))
+        score = {k: float(nmi(y, cuts[k][inverse])) for k in cuts}
+        for method in methods:
+            t0 = time.perf_counter()
+            name, options = parse_method(method)
+            runs = [run_method(x, k_min, k_max, name, seed, **options) for seed in (seeds if name in RANDOM else seeds[:1])]
+            ks = [k for k, _ in runs]
+            rows.append({"set": s.name, "kind": kind, "method": method, "true_k": s.n_clusters, "n": len(y),
+                         "k": ks, "nmi": [score[k] for k in ks], "nmi_true_k": score[s.n_clusters],
+                         "curve": {str(k): round(v, 4) for k, v in runs[0][1].items()}, "nmi_by_k": score,
+                         "seconds": round((time.perf_counter() - t0) / len(runs), 2)})
+            print(f"[estimate] {s.name} × {kind} × {method}: K {ks} (truth {s.n_clusters}), NMI {np.mean(rows[-1]['nmi']):.3f} vs {score[s.n_clusters]:.3f}", flush=True)
     return rows
 
 
@@ -206,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k_min", type=int, default=2)
     p.add_argument("--k_max", type=int, default=10)
     p.add_argument("--out", default=None, help="JSON file of the rows")
+    p.add_argument("--blocks", default=None, help="folder of saved view blocks <set>_<maps>_seed<seed>.npz (read only)")
+    p.add_argument("--block_views", nargs="*", default=["eq2+avg512+ctx384"],
+                   help="concatenations of standardised blocks to estimate on, e.g. eq2+avg512+ctx384 ctx384")
+    p.add_argument("--block_maps", default="mutual", help="the localizer in the block files' names")
+    p.add_argument("--block_seeds", nargs="*", type=int, default=[0, 1, 2], help="the block files' seeds")
     p.add_argument("--loso", nargs="*", default=[], metavar="NAME:OPTION=V1,V2",
                    help="parameter grids for the leave-one-set-out check, e.g. prediction-strength:threshold=0.6,0.7,0.8")
     args = p.parse_args(argv)
@@ -221,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(K_METHODS)
     grids = {f: expand([f]) for f in args.loso}
     every = list(dict.fromkeys(methods + [v for g in grids.values() for v in g]))
-    rows = study(Path(args.embeddings), sets, args.kinds, every, args.seeds, args.k_min, args.k_max)
-    print(table(rows, every, args.kinds))
+    rows = study(Path(args.embeddings), sets, args.kinds, every, args.seeds, args.k_min, args.k_max,
+                 blocks=Path(args.blocks) if args.blocks else None, block_views=args.block_views,
+                 block_maps=args.block_maps, block_seeds=args.block_seeds)
+    print(table(rows, every, list(dict.fromkeys(r["kind"] for r in rows))))
     ranked = sorted(methods, key=lambda m: rank_key(rows, m), reverse=True)
     print("\nRanking (set × kind cells meeting §3, worst ΔNMI): " + "; ".join(f"{m} ({rank_key(rows, m)[0]}, {rank_key(rows, m)[1]:+.3f})" for m in ranked))
     for family, variants in grids.items():

@@ -10,7 +10,17 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from anomaly_clustering import registry
-from anomaly_clustering.kselect import AUTO_METHOD, ESTIMATORS, K_METHODS, estimate_k, method_label, select_n_clusters, ward_cuts
+from anomaly_clustering.kselect import (
+    AUTO_METHOD,
+    ESTIMATORS,
+    K_METHODS,
+    eigengap_curve,
+    estimate_k,
+    method_label,
+    select_n_clusters,
+    sqrt_neighbours,
+    ward_cuts,
+)
 from anomaly_clustering.records import Embeddings
 
 
@@ -78,3 +88,34 @@ def test_ward_cuts_are_the_ward_clusterers_partitions():
     for k, labels in cuts.items():
         ref = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
         assert len(np.unique(labels)) == k and adjusted_rand_score(ref, labels) == 1.0
+
+
+def test_sqrt_neighbours_grow_with_the_set_above_the_floor():
+    assert [sqrt_neighbours(n) for n in (83, 625, 648, 1344, 2000)] == [10, 10, 10, 15, 18]
+    assert sqrt_neighbours(6) == 5  # never as many neighbours as there are other images
+    assert sqrt_neighbours(1344, min_neighbors=4, scale=0.0) == 4
+
+
+def test_eigengap_knn_sqrt_is_the_knn_eigengap_on_the_scaled_graph():
+    """Up to 625 images it is ``eigengap-knn`` (10 neighbours); above, the graph has round(0.4·√N) neighbours."""
+    x, _ = separated_blobs(4, seed=1, per_blob=20)
+    assert estimate_k(x, 2, 8, "eigengap-knn-sqrt") == estimate_k(x, 2, 8, "eigengap-knn")
+    big = np.random.default_rng(0).normal(size=(900, 4))  # 0.4·√900 = 12 neighbours
+    _, curve = estimate_k(big, 2, 6, "eigengap-knn-sqrt")
+    assert curve == pytest.approx(eigengap_curve(big, 2, 6, 12))
+    assert curve != pytest.approx(eigengap_curve(big, 2, 6, 10))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eigengap_knn_sqrt_finds_the_types_beside_a_dominant_normal_group(seed):
+    x, y = dominant_normal(seed)
+    assert estimate_k(x, 2, 10, "eigengap-knn-sqrt", seed=seed)[0] == len(np.unique(y))
+
+
+@pytest.mark.parametrize(("method", "options"), [
+    ("eigengap-knn", {"n_neighbors": 0}), ("eigengap-knn", {"n_neighbors": 2.5}),
+    ("eigengap-knn-sqrt", {"scale": -0.1}), ("eigengap-knn-sqrt", {"min_neighbors": 0}), ("eigengap-knn-sqrt", {"scale": float("nan")}),
+])
+def test_graph_options_are_validated(method, options):
+    with pytest.raises(ValueError, match=method):
+        estimate_k(separated_blobs(3)[0], 2, 5, method, **options)
