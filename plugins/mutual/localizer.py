@@ -17,7 +17,17 @@ from anomaly_clustering.data import image_size
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
 
-from .torch_model import DEFAULT_MAX_ELEMENTS, aggregate, fit_projection, gaussian_blur, image_scores, mutual_scores, normalize_layers
+from .torch_model import (
+    DEFAULT_MAX_ELEMENTS,
+    aggregate,
+    fit_projection,
+    gaussian_blur,
+    image_scores,
+    mutual_scores,
+    normalize_layers,
+    robust_scale,
+    self_scores,
+)
 
 _BLOCK = 128  # images per block when normalising / scoring (bounds memory at any set size)
 
@@ -31,6 +41,12 @@ class MutualLocalizer(Localizer):
     cost is linear in the set size. Maps are upsampled to ``map_size`` and smoothed (``sigma``, in feature cells);
     the image score is the mean of the map's top ``top_fraction`` (robust where the max is not). With
     ``normal_images`` the reference is sampled from those clean images instead ("reference" mode).
+
+    Within-image evidence (``self_weight`` > 0; issue #19): a patch is also scored against its own image's patches
+    farther than ``self_radius`` cells (mean of the smallest ``self_quantile`` share of those distances), which finds
+    defects that recur across the set (a texture where every image has the same kind of large defect) that mutual
+    scoring matches away. Both scores are put on one scale by the median / MAD of each over the reference images
+    (learned at fit: ``scales_``), then mixed as (1 − ``self_weight``)·mutual + ``self_weight``·within-image.
     """
 
     uses_global_rng: ClassVar[bool] = False  # reference draw and projection sample come from its own ``seed``
@@ -48,6 +64,9 @@ class MutualLocalizer(Localizer):
         sigma: float = 1.0,
         top_fraction: float = 0.01,
         median_weight: float = 0.75,
+        self_weight: float = 0.0,
+        self_radius: int = 2,
+        self_quantile: float = 0.5,
         map_size: int | None = None,
         device: str | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
@@ -64,6 +83,9 @@ class MutualLocalizer(Localizer):
         self.sigma = sigma
         self.top_fraction = top_fraction
         self.median_weight = median_weight
+        self.self_weight = self_weight
+        self.self_radius = self_radius
+        self.self_quantile = self_quantile
         self.map_size = map_size
         self.device = device
         self.max_elements = max_elements
@@ -83,6 +105,12 @@ class MutualLocalizer(Localizer):
             raise ValueError("MutualLocalizer: projection_dim >= 0, sigma >= 0 and 0 <= top_fraction <= 1 are required")
         if not 0 <= float(self.median_weight) <= 1:
             raise ValueError(f"MutualLocalizer: median_weight must be in [0, 1], got {self.median_weight}")
+        if not 0 <= float(self.self_weight) <= 1:
+            raise ValueError(f"MutualLocalizer: self_weight must be in [0, 1], got {self.self_weight}")
+        if int(self.self_radius) < 0 or int(self.self_radius) != self.self_radius:
+            raise ValueError(f"MutualLocalizer: self_radius must be an integer >= 0, got {self.self_radius}")
+        if not 0 < float(self.self_quantile) <= 1:
+            raise ValueError(f"MutualLocalizer: self_quantile must be in (0, 1], got {self.self_quantile}")
         if self.map_size is not None and int(self.map_size) < 1:
             raise ValueError(f"MutualLocalizer: map_size must be positive, got {self.map_size}")
         self._device()
@@ -129,9 +157,31 @@ class MutualLocalizer(Localizer):
         self.reference_ = ref.half()  # M×P×D, CPU, pickled with the run
         self.reference_digests_ = tuple(reference.digests[i] for i in keep)
         self.grid_ = tuple(int(v) for v in feats.shape[-2:])
+        self.scales_ = self._scales(device) if float(self.self_weight) > 0 else None
         self.mode_ = "mutual" if reference is images else "reference"
         self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _self(self, z: torch.Tensor) -> torch.Tensor:
+        return self_scores(z, self.grid_, int(self.self_radius), float(self.self_quantile), int(self.max_elements))
+
+    def _scales(self, device: torch.device) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(median, MAD) of the mutual and of the within-image scores of the reference images themselves (each
+        scored against the other references): the per-set scales that make the two kinds of evidence comparable."""
+        ref = self.reference_.to(device, torch.float32)
+        own = torch.arange(len(ref))
+        mutual = mutual_scores(ref, ref, own, float(self.quantile), int(self.max_elements), device) if len(ref) > 1 else torch.zeros(1)
+        return robust_scale(mutual), robust_scale(self._self(ref))
+
+    def _combine(self, mutual: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(1 − w)·mutual + w·within-image, each standardised by its reference median / MAD (``scales_``)."""
+        w = float(self.self_weight)
+        if not w:
+            return mutual
+        if getattr(self, "scales_", None) is None:
+            raise RuntimeError("MutualLocalizer: self_weight was set after fit; fit again to learn the scales")
+        (m_med, m_mad), (s_med, s_mad) = self.scales_
+        return (1 - w) * (mutual - m_med) / m_mad + w * (self._self(z) - s_med) / s_mad
 
     def predict(self, images: ImageSet) -> AnomalyMaps:
         if not hasattr(self, "reference_"):
@@ -151,13 +201,14 @@ class MutualLocalizer(Localizer):
             rows = np.arange(s, min(len(images), s + _BLOCK))
             z = self._patches(feats, rows, device)
             scores = mutual_scores(z, reference, exclude[rows], float(self.quantile), int(self.max_elements), device)
+            scores = self._combine(scores, z)
             m = F.interpolate(scores.view(len(rows), 1, h, w).to(device), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
             maps[s : s + len(rows)] = gaussian_blur(m, float(self.sigma) * side / w).cpu()
         scores = image_scores(maps, float(self.top_fraction), float(self.median_weight))
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
         info = {
             "method": "mutual", "mode": self.mode_, "backbone": self._spec().backbone, "input_size": int(self.input_size),
-            "reference_images": len(self.reference_digests_), "device": str(device),
+            "reference_images": len(self.reference_digests_), "self_weight": float(self.self_weight), "device": str(device),
             "timings": {"fit_s": self.fit_seconds_, "features_s": t_feat, "total_predict_s": time.perf_counter() - start},
         }
         return AnomalyMaps(maps.numpy().astype(np.float32), scores.numpy().astype(np.float32), sizes, info)

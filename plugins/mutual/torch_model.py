@@ -21,6 +21,8 @@ __all__ = [
     "image_scores",
     "mutual_scores",
     "normalize_layers",
+    "robust_scale",
+    "self_scores",
     "topk_mean",
 ]
 
@@ -112,6 +114,51 @@ def mutual_scores(
         take = torch.arange(smallest.shape[-1], device=device).view(1, 1, -1) < k.view(-1, 1, 1)
         out[blk.start : blk.stop] = ((smallest * take).sum(-1) / k.view(-1, 1)).cpu()
     return out
+
+
+def self_scores(
+    patches: torch.Tensor,
+    grid: tuple[int, int],
+    radius: int = 2,
+    quantile: float = 0.5,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> torch.Tensor:
+    """Within-image evidence: each patch against the *other* patches of its own image (``patches``: B×P×D, P = h·w
+    of ``grid``). Patches within ``radius`` cells (Chebyshev) are left out, so a patch is not matched with its own
+    neighbourhood; the score is the mean of the smallest ``quantile`` fraction of the distances to the rest (what is
+    rare inside the image scores high, as in FCA). Cost B·P²·D: per image. Returns B×P float32 scores on the CPU."""
+    b, p, _ = patches.shape
+    h, w = grid
+    if h * w != p:
+        raise ValueError(f"grid {grid} does not match the {p} patches per image")
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    yy, xx = yy.flatten(), xx.flatten()
+    near = ((yy[:, None] - yy[None, :]).abs() <= radius) & ((xx[:, None] - xx[None, :]).abs() <= radius)  # P×P
+    far = (~near).sum(1)
+    if int(far.min()) < 1:
+        raise ValueError(f"radius {radius} leaves no patch to compare with on a {h}×{w} grid")
+    k_row = torch.clamp((far.float() * quantile).ceil().long(), min=1)  # per position (fewer far patches at the centre)
+    near = near.to(patches.device)
+    k_row = k_row.to(patches.device)
+    take = torch.arange(int(k_row.max()), device=patches.device).view(1, -1) < k_row.view(-1, 1)  # P×kmax
+    out = torch.empty(b, p)
+    for blk in _blocks(b, max(1, max_elements // max(1, p * p))):
+        z = patches[blk.start : blk.stop].float()
+        d = torch.cdist(z, z).masked_fill_(near, float("inf"))
+        smallest = d.topk(take.shape[1], dim=-1, largest=False).values
+        out[blk.start : blk.stop] = ((smallest * take).sum(-1) / k_row).cpu()
+    return out
+
+
+def robust_scale(scores: torch.Tensor) -> tuple[float, float]:
+    """Median and median absolute deviation of ``scores`` (the MAD floored at 1e-6 of the median's scale): the
+    per-set normalisation that puts two kinds of evidence on one scale before they are combined."""
+    flat = scores.flatten().float()
+    if flat.numel() > 1_000_000:  # quantiles of a fixed subsample: torch.median is exact but slow on huge tensors
+        flat = flat[torch.linspace(0, flat.numel() - 1, 1_000_000).long()]
+    med = float(flat.median())
+    mad = float((flat - med).abs().median())
+    return med, max(mad, 1e-6 * max(1.0, abs(med)))
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
-from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, topk_mean
+from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, robust_scale, self_scores, topk_mean
 from anomaly_clustering.records import AnomalyMaps
 from anomaly_clustering.testing import check_binarizer, check_localizer
 
@@ -45,6 +45,23 @@ def _object_set(folder, n=12, defect_every=3, seed=0):
     return load_image_set(folder), np.stack(defects), np.stack(rims)
 
 
+def _texture_set(folder, n=12, seed=0):
+    """A striped texture (random phase) where EVERY image has the same kind of defect, a bright spot at a random
+    place: mutual scoring finds the spot in the other images too; within-image evidence does not."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    masks = []
+    for i in range(n):
+        img = 0.5 + 0.2 * np.sin(2 * np.pi * xx / 8 + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.03, (SIZE, SIZE))
+        cy, cx = rng.uniform(20, SIZE - 20, 2)
+        mask = np.hypot(yy - cy, xx - cx) < 9
+        rgb = np.clip(np.repeat(np.where(mask, 0.9, img)[..., None], 3, axis=2), 0, 1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+        masks.append(mask)
+    return load_image_set(folder), np.stack(masks)
+
+
 @pytest.fixture(scope="module")
 def cpu_cache(tmp_path_factory):
     with runtime.settings(quiet=True, cache_dir=str(tmp_path_factory.mktemp("cache")), device="cpu"):
@@ -69,6 +86,22 @@ def test_mutual_scores_excludes_self_and_is_chunk_invariant():
     per_ref = torch.stack([torch.cdist(z[0], z[j]).amin(-1) for j in range(1, 5)], -1)  # 16×4
     brute = per_ref.sort(-1).values[:, :2].mean(-1)  # 4 references, quantile 0.5 → 2
     assert torch.allclose(s[0], brute, atol=1e-4)
+
+
+def test_self_scores_find_what_is_rare_in_its_own_image():
+    torch.manual_seed(0)
+    z = torch.randn(2, 36, 4) * 0.1  # 6×6 grid
+    z[0, 14] += 5.0  # rare in image 0
+    z[1, 14] += 5.0
+    z[1, 15] += 5.0  # its twin sits next to it: within radius 1 it is not a match
+    s = self_scores(z, (6, 6), radius=1, quantile=0.1)
+    assert s[0].argmax() == 14 and s[0, 14] > 3 and s[0].median() < 1
+    assert s[1, 14] > 3 and self_scores(z, (6, 6), radius=0, quantile=0.01)[1, 14] < 1  # radius 0: the twin matches
+    assert torch.allclose(self_scores(z, (6, 6), 1, 0.1, max_elements=36 * 36), s)  # image blocks do not change it
+    with pytest.raises(ValueError, match="radius"):
+        self_scores(z, (6, 6), radius=6)
+    med, mad = robust_scale(torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert (med, mad) == (3.0, 1.0)
 
 
 def test_normalization_and_aggregation_shapes():
@@ -174,8 +207,36 @@ def test_parameters_are_validated_before_work(object_run):
         MutualLocalizer(degrees=(2,)).fit(images)
     with pytest.raises(ValueError, match="median_weight"):
         MutualLocalizer(median_weight=1.5).fit(images)
+    for bad, name in (({"self_weight": -0.1}, "self_weight"), ({"self_radius": -1}, "self_radius"), ({"self_radius": 1.5}, "self_radius"),
+                      ({"self_quantile": 0}, "self_quantile")):
+        with pytest.raises(ValueError, match=name):
+            MutualLocalizer(**bad).fit(images)
     with pytest.raises(RuntimeError, match="fit"):
         MutualLocalizer().predict(images)
+
+
+def test_within_image_evidence_finds_a_defect_every_image_has(cpu_cache, tmp_path):
+    images, masks = _texture_set(tmp_path / "texture")
+    small = np.stack([ndimage.zoom(x.astype(float), 0.5, order=1) > 0.5 for x in masks]).ravel()
+    auroc = {}
+    for w in (0.0, 0.5):
+        loc = MutualLocalizer(input_size=SIZE, reference_images=12, seed=0, self_weight=w)
+        auroc[w] = roc_auc_score(small, loc.fit_predict(images).maps.ravel())
+    assert auroc[0.5] > auroc[0.0] + 0.02 and auroc[0.5] > 0.98, auroc
+    (m_med, m_mad), (s_med, s_mad) = loc.scales_
+    assert m_mad > 0 and s_mad > 0 and s_med > 0
+    with pytest.raises(RuntimeError, match="fit again"):
+        MutualLocalizer(input_size=SIZE, reference_images=12).fit(images).set_params(self_weight=0.5).predict(images)
+
+
+def test_within_image_evidence_keeps_the_object_defects(object_run):
+    """On objects the within-image score lights up the outline; at a quarter weight the defects still lead."""
+    loc, images, _, defects, _ = object_run
+    out = MutualLocalizer(**{**loc.get_params(), "self_weight": 0.25}).fit_predict(images)
+    small = np.stack([ndimage.zoom(x.astype(float), 0.5, order=1) > 0.5 for x in defects])
+    assert roc_auc_score(small.ravel(), out.maps.ravel()) > 0.95
+    assert roc_auc_score(defects.any((1, 2)), out.scores) == 1.0
+    assert out.info["self_weight"] == 0.25
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the GPU path gives the CPU's maps")
@@ -188,4 +249,5 @@ def test_cuda_matches_cpu(object_run):
 
 def test_conformance(cpu_cache):
     check_localizer(MutualLocalizer, input_size=64, reference_images=4)
+    check_localizer(MutualLocalizer, input_size=64, reference_images=4, self_weight=0.5)
     check_binarizer(HysteresisThreshold)
