@@ -69,7 +69,8 @@ def cluster(x: np.ndarray, k: int, how: str, seed: int) -> np.ndarray:
 
 def variant_specs(clusterers: list[str], grid: str = "broad") -> dict[str, dict]:
     """name -> {parts: [(view, weight, gate)], tf: transform, cl: clusterer}. ``broad``: every view combination under
-    every transform (Ward), a few under the other clusterers; ``fine``: whitened PCA at more widths (Ward)."""
+    every transform (Ward), a few under the other clusterers; ``fine``: whitened PCA at more widths (Ward); ``core``: the
+    preset's and the crop combinations, as saved and under PCA 64 (Ward)."""
     combos = {
         "eq2 + avg512": [("eq2", 1, None), ("avg512", 1, None)],
         "eq2": [("eq2", 1, None)],
@@ -98,8 +99,15 @@ def variant_specs(clusterers: list[str], grid: str = "broad") -> dict[str, dict]
         "avg512 + ctx384 + crop224 x0.5": [("avg512", 1, None), ("ctx384", 1, None), ("crop224", 0.5, None)],
         "ctx384 + crop224 x0.5": [("ctx384", 1, None), ("crop224", 0.5, None)],
         "ctx384 x0.5 + crop224": [("ctx384", 0.5, None), ("crop224", 1, None)],
+        "eq2 x0.5 + avg512 + ctx384 + crop224[mask]": [("eq2", 0.5, None), ("avg512", 1, None), ("ctx384", 1, None), ("crop224", 1, "mask")],
     }
     specs = {}
+    if grid == "core":
+        core = ("eq2 x0.5 + avg512 + ctx384", "eq2 + avg512", "eq2 + avg512 + ctx384", "ctx384", "crop224", "ctx384 + crop224",
+                "ctx384 + crop224[mask]", "eq2 + ctx384 + crop224", "eq2 + ctx384 + crop224[mask]", "avg512 + ctx384 + crop224",
+                "eq2 + avg512 + ctx384 + crop224", "eq2 + avg512 + ctx384 + crop224[mask]", "eq2 x0.5 + avg512 + ctx384 + crop224",
+                "eq2 x0.5 + avg512 + ctx384 + crop224[mask]")
+        return {f"{name} | {tf} | ward": {"parts": combos[name], "tf": tf, "cl": "ward"} for tf in ("std", "pca64") for name in core}
     if grid == "fine":
         fine = ("ctx384", "ctx384 + crop224", "ctx384 + crop224 x0.5", "ctx384 + crop224[mask]", "avg512 + ctx384",
                 "eq2 + avg512 + ctx384", "eq2 x0.5 + avg512 + ctx384", "eq2 + ctx384", "eq2 x0.5 + ctx384", "avg512 + ctx384 + crop224",
@@ -186,7 +194,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--resume", action="store_true", help="keep the set × seed results already in --out, evaluate the rest")
-    ap.add_argument("--grid", choices=("broad", "fine"), default="broad")
+    ap.add_argument("--grid", choices=("broad", "fine", "core"), default="broad")
     ap.add_argument("--merge", nargs="*", default=None, help="only summarise these --out files of earlier runs (e.g. one per set)")
     args = ap.parse_args()
     if args.merge:

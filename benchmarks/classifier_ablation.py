@@ -1,7 +1,7 @@
 """Which classifier holds on every suite set: a cheap ablation over cached views, at the true K, over seeds.
 
     ANOMALY_CLUSTERING_CACHE=/some/cache python benchmarks/classifier_ablation.py --suite benchmarks/suite.yaml \
-        --localizer mutual --seeds 0,1,2 --out ablation.json
+        --localizer mutual --seeds 0,1,2 --out ablation.json [--fit_options "--localizer.self_weight 0.25" --tag _sw025]
 
 Per set and seed: the suite's images, the localizer's maps and the floor (Average + Ward) through the same pipeline
 configuration as ``anomaly-cluster benchmark`` (so both share the stage cache), then views computed once and cached
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 
 import numpy as np
@@ -79,8 +80,12 @@ def main() -> None:
     ap.add_argument("--no_crop", action="store_true", help="skip the crop views (their backbone pass)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--save_blocks", default=None, help="folder: every set × seed's standardised views, labels and gates (.npz) for re-analysis")
+    ap.add_argument("--fit_options", default="", help='extra fit options for the localizer\'s run, one shell-quoted string, '
+                    'e.g. "--localizer.self_weight 0.25"')
+    ap.add_argument("--tag", default="", help="suffix of the saved block files: {set}_{localizer}{tag}_seed{seed}.npz")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    extra = shlex.split(args.fit_options)
     lite = "tf_efficientnet_lite0"
     results = {}
     for s in load_suite(args.suite, args.data_root):
@@ -96,7 +101,7 @@ def main() -> None:
                 shared[f"ctx{size}"] = _std(view_vectors(images, "context", FeatureSpec(lite, ("3", "4"), size), ("mean", "std")))
         per_seed = []
         for seed in seeds:
-            floor_res = _fit(images, args.localizer, "average", seed, k, [])
+            floor_res = _fit(images, args.localizer, "average", seed, k, extra)
             floor = nmi(true, floor_res.clustering.labels)
             maps = floor_res.maps
             wd = WeightedDescriptor(context_weight=1.0)
@@ -113,7 +118,7 @@ def main() -> None:
                 from pathlib import Path
 
                 Path(args.save_blocks).mkdir(parents=True, exist_ok=True)
-                np.savez(Path(args.save_blocks) / f"{s.name}_{args.localizer}_seed{seed}.npz", true=true, k=k, floor=floor,
+                np.savez(Path(args.save_blocks) / f"{s.name}_{args.localizer}{args.tag}_seed{seed}.npz", true=true, k=k, floor=floor,
                          scores=np.asarray(maps.scores), **{f"block_{n}": b.astype(np.float32) for n, b in blocks.items()},
                          **{f"gate_{n}": w for n, w in g.items()})
             variants = {}
@@ -146,7 +151,7 @@ def main() -> None:
             vals = [p["variants"][n] for p in per_seed]
             gs = [gap_closed(v, p["floor"]) for v, p in zip(vals, per_seed)]
             summary[n] = {"nmi": [float(np.mean(vals)), float(np.std(vals))], "g": [float(np.mean(gs)), float(np.std(gs))], "g_min": float(min(gs))}
-        results[s.name] = {"N": len(images), "K": k, "localizer": args.localizer, "per_seed": per_seed, "summary": summary,
+        results[s.name] = {"N": len(images), "K": k, "localizer": args.localizer, "fit_options": extra, "per_seed": per_seed, "summary": summary,
                            "seconds": time.perf_counter() - t0}
         fl = [p["floor"] for p in per_seed]
         print(f"\n{s.name}: N={len(images)} K={k} floor {np.mean(fl):.3f} ({results[s.name]['seconds']:.0f} s) gates flagged "
