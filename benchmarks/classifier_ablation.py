@@ -18,21 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def _ward(x: np.ndarray, k: int) -> np.ndarray:
-    from sklearn.cluster import AgglomerativeClustering
-
-    return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
-
-
-def _std(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, np.float64)
-    b = b - b.mean(0)
-    return b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from view_harness import add_suite_arguments, standardise, ward  # noqa: E402  (benchmarks/ is the script folder)
 
 
 def _fit(images, loc: str, clf: str, seed: int, k: int, extra: list[str]):
@@ -71,11 +64,7 @@ def main() -> None:
     from anomaly_clustering.plugins.mutual.binarizer import HysteresisThreshold
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="benchmarks/suite.yaml")
-    ap.add_argument("--data_root", default=None)
-    ap.add_argument("--sets", nargs="*", default=None)
-    ap.add_argument("--localizer", default="mutual")
-    ap.add_argument("--seeds", default="0,1,2")
+    add_suite_arguments(ap, localizer="mutual")
     ap.add_argument("--context_sizes", default="384", help="comma-separated sizes of the deep-stage context view")
     ap.add_argument("--no_crop", action="store_true", help="skip the crop views (their backbone pass)")
     ap.add_argument("--out", default=None)
@@ -98,7 +87,7 @@ def main() -> None:
         shared = {}
         with runtime.settings(quiet=True):
             for size in (int(v) for v in args.context_sizes.split(",")):
-                shared[f"ctx{size}"] = _std(view_vectors(images, "context", FeatureSpec(lite, ("3", "4"), size), ("mean", "std")))
+                shared[f"ctx{size}"] = standardise(view_vectors(images, "context", FeatureSpec(lite, ("3", "4"), size), ("mean", "std")))
         per_seed = []
         for seed in seeds:
             floor_res = _fit(images, args.localizer, "average", seed, k, extra)
@@ -107,16 +96,14 @@ def main() -> None:
             wd = WeightedDescriptor(context_weight=1.0)
             with runtime.settings(quiet=True):
                 eq2, avg = wd._blocks(images, maps)
-            blocks = {"eq2": _std(eq2), "avg512": _std(avg), **shared}
+            blocks = {"eq2": standardise(eq2), "avg512": standardise(avg), **shared}
             masks = HysteresisThreshold().fit_transform(maps, images).masks
             g = gates(maps.scores, masks)
             if not args.no_crop:
                 boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes))
                 with runtime.settings(quiet=True):
-                    blocks["crop224"] = _std(view_vectors(images, "crop", FeatureSpec(lite, ("3", "4"), 224), ("mean", "std"), boxes))
+                    blocks["crop224"] = standardise(view_vectors(images, "crop", FeatureSpec(lite, ("3", "4"), 224), ("mean", "std"), boxes))
             if args.save_blocks:
-                from pathlib import Path
-
                 Path(args.save_blocks).mkdir(parents=True, exist_ok=True)
                 np.savez(Path(args.save_blocks) / f"{s.name}_{args.localizer}{args.tag}_seed{seed}.npz", true=true, k=k, floor=floor,
                          scores=np.asarray(maps.scores), **{f"block_{n}": b.astype(np.float32) for n, b in blocks.items()},
@@ -125,7 +112,7 @@ def main() -> None:
 
             def add(name: str, parts: list[tuple[str, float | np.ndarray]]) -> None:
                 x = np.concatenate([blocks[b] * (w[:, None] if isinstance(w, np.ndarray) else float(w)) for b, w in parts], 1)
-                variants[name] = float(nmi(true, _ward(x, k)))
+                variants[name] = float(nmi(true, ward(x, k)))
 
             add("anomaly-context (eq2 + avg512)", [("eq2", 1), ("avg512", 1)])
             add("eq2", [("eq2", 1)])

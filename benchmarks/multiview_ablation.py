@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def _ward(x: np.ndarray, k: int) -> np.ndarray:
-    from sklearn.cluster import AgglomerativeClustering
-
-    return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
-
-
-def _std_block(b: np.ndarray) -> np.ndarray:
-    b = b - b.mean(0)
-    return b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from view_harness import add_suite_arguments, standardise, ward  # noqa: E402  (benchmarks/ is the script folder)
 
 
 def main() -> None:
@@ -43,11 +37,7 @@ def main() -> None:
     from anomaly_clustering.records import Embeddings
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="benchmarks/suite.yaml")
-    ap.add_argument("--data_root", default=None)
-    ap.add_argument("--sets", nargs="*", default=None)
-    ap.add_argument("--localizer", default="fca")
-    ap.add_argument("--seeds", default="0,1,2")
+    add_suite_arguments(ap, localizer="fca")
     ap.add_argument("--subset", type=int, default=None, help="a smaller class-stratified subset than the suite's (seed 0)")
     ap.add_argument("--oracle", action="store_true", help="crops around the ground-truth masks instead of the maps (the ceiling)")
     ap.add_argument("--out", default=None)
@@ -83,7 +73,7 @@ def main() -> None:
         row = {"N": len(images), "K": k, "floor": floor, "variants": {}}
         blocks["avg512"] = AveragePooling().transform(images, maps, res.regions).vectors
         names = ["avg512", "ctx384", "crop224"]
-        std = {n: _std_block(blocks[n]) for n in names}
+        std = {n: standardise(blocks[n]) for n in names}
         scores = np.asarray(maps.scores, np.float64)
         from sklearn.metrics import silhouette_score
 
@@ -92,7 +82,7 @@ def main() -> None:
         for subset in view_subsets(3):
             name = " + ".join(names[i] for i in subset)
             x = np.concatenate([std[names[i]] for i in subset], 1)
-            labels = _ward(x, k)
+            labels = ward(x, k)
             row["variants"][f"{name} | ward"] = [nmi(true, labels)]
             row.setdefault("silhouette", {})[name] = float(silhouette_score(x, labels))
             if len(subset) >= 2 and "avg512" not in name:
@@ -105,7 +95,7 @@ def main() -> None:
         row["view_select"] = sel.info
         for name in ("ctx384", "crop224"):
             two = np.concatenate([std["ctx384"], 0.5 * std["crop224"]], 1) if name == "crop224" else np.concatenate([0.5 * std["ctx384"], std["crop224"]], 1)
-            row["variants"][f"ctx384 + crop224, {name.split('2')[0].split('3')[0]} ×0.5 | ward"] = [nmi(true, _ward(two, k))]
+            row["variants"][f"ctx384 + crop224, {name.split('2')[0].split('3')[0]} ×0.5 | ward"] = [nmi(true, ward(two, k))]
         row["seconds"] = time.perf_counter() - t0
         results[s.name] = row
         print(f"\n{s.name}: N={len(images)} K={k} floor {floor:.3f} ({row['seconds']:.0f} s)", flush=True)
