@@ -146,7 +146,7 @@ def self_scores(
         z = patches[blk.start : blk.stop].float()
         d = torch.cdist(z, z).masked_fill_(near, float("inf"))
         smallest = d.topk(take.shape[1], dim=-1, largest=False).values
-        out[blk.start : blk.stop] = ((smallest * take).sum(-1) / k_row).cpu()
+        out[blk.start : blk.stop] = (torch.where(take, smallest, 0.0).sum(-1) / k_row).cpu()  # where, not ×: inf·0 is NaN
     return out
 
 

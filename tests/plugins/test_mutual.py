@@ -100,6 +100,8 @@ def test_self_scores_find_what_is_rare_in_its_own_image():
     assert torch.allclose(self_scores(z, (6, 6), 1, 0.1, max_elements=36 * 36), s)  # image blocks do not change it
     with pytest.raises(ValueError, match="radius"):
         self_scores(z, (6, 6), radius=6)
+    # quantile 1: a centre patch has fewer far patches than a corner one, so its row holds unused (infinite) slots
+    assert torch.isfinite(self_scores(z, (6, 6), radius=1, quantile=1.0)).all()
     med, mad = robust_scale(torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0]))
     assert (med, mad) == (3.0, 1.0)
 
