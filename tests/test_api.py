@@ -95,7 +95,7 @@ def test_fit_accepts_an_image_set(example_data) -> None:
 
 def test_invalid_option_value_fails_before_work(tmp_path) -> None:
     with pytest.raises(ConfigError, match="normalize_maps"):
-        AnomalyClustering(localizer="color-stats", representation__normalize_maps="bogus").fit(tmp_path / "no-such-folder")
+        AnomalyClustering(localizer="color-stats", classifier="anomaly-context", representation__normalize_maps="bogus").fit(tmp_path / "no-such-folder")
     with pytest.raises(ConfigError, match="view_transform"):  # a plugin that checks its parameters in _validate()
         AnomalyClustering(localizer="mutual", classifier="multiview-anomaly-pca", representation__view_transform="bogus").fit(tmp_path / "none")
     with pytest.raises(ConfigError, match="self_weight"):

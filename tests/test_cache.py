@@ -45,7 +45,7 @@ def test_rerun_reuses_every_stage_then_changes_recompute_only_what_changed(works
     assert (workspace / "a" / "clusters.csv").read_text() == labels_first
 
     # a representation option: representation and clusterer recompute, localizer and binarizer are reused
-    changed = fit(workspace, "b", "--representation.input_size", "96")
+    changed = fit(workspace, "b", "--representation.context_size", "96")
     assert changed["cache_reused"] == {"localizer": True, "binarizer": True, "representation": False, "clusterer": False}
 
     # a clusterer option: only the clusterer

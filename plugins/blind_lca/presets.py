@@ -20,5 +20,5 @@ ANOMALY_CONTEXT = ClassifierPreset(
     representation={"name": "weighted-descriptor", "context_weight": 1.0},
     clusterer="ward",
     binarizer="otsu",
-    description="Default: eq. 2 anomaly descriptor + mean-pooled context block + Ward (suite, 3 seeds: with fca-vae maps above the Average floor on all 4 sets, gap closed 0.07-0.29; with mutual maps below it on NEU-DET and DeepPCB)",
+    description="eq. 2 anomaly descriptor + mean-pooled context block + Ward (the default until 2026-12-01; suite on the CPU, 3 seeds, fca-vae maps: gap closed 0.01-0.41, one seed below the Average floor on the bottle and on DeepPCB; with mutual maps below it on NEU-DET and DeepPCB)",
 )

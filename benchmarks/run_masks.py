@@ -1,0 +1,79 @@
+"""What the masks of finished ``anomaly-cluster benchmark`` runs mean: per set × classifier (binarizer), the share of
+good images with an empty mask, the share of anomalous images given a region, and the mean IoU / F1 of the masks of
+anomalous images against the ground truth (mean ± std over the seeds' runs).
+
+    python benchmarks/run_masks.py --benchmark runs/benchmark --classifiers anomaly-context,multiview-anomaly
+
+Reads each run's saved masks (``records/regions/masks.npy``) and image list (``clusters.csv``); the ground truth is
+found beside the images (MVTec layout). Data: ``--data`` or ``$ANOMALY_CLUSTERING_DATA``, else ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data_paths import REPO, data_root
+from localization_quality import mask_scores
+
+
+def run_mask_scores(run: Path, data: Path) -> dict:
+    """:func:`mask_scores` of one run folder's masks against the ground truth of its images."""
+    from anomaly_clustering.data import load_ground_truth, load_image_set
+
+    names = [row["image"] for row in csv.DictReader(open(run / "clusters.csv"))]
+    images = load_image_set(str(data), include=names)
+    order = {n: i for i, n in enumerate(images.names)}
+    if sorted(order) != sorted(names):
+        raise SystemExit(f"{run}: {len(names)} images in clusters.csv, {len(order)} found under {data}")
+    masks = np.load(run / "records" / "regions" / "masks.npy").astype(bool)
+    gt = load_ground_truth(images)
+    h, w = masks.shape[1:]
+    pick = [order[n] for n in names]
+    is_anom = np.array([gt.labels[i] != "good" for i in pick])
+    truth = np.stack([gt.load_mask(i, (h, w)) for i in pick]).astype(bool) if gt.has_masks else None
+    return mask_scores(masks, truth, is_anom)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--benchmark", required=True, help="the --out folder of an anomaly-cluster benchmark run")
+    ap.add_argument("--classifiers", default="anomaly-context,multiview-anomaly")
+    ap.add_argument("--suite", default=str(REPO / "benchmarks" / "suite.yaml"), help="the suite the benchmark ran (where each set's images are)")
+    ap.add_argument("--data", default=None, help="the folder the suite's paths are relative to")
+    ap.add_argument("--out", default=None, help="JSON file for the rows")
+    args = ap.parse_args()
+    from anomaly_clustering.benchmarking import load_suite
+
+    folders = {s.name: Path(s.data) for s in load_suite(args.suite, str(args.data or data_root()))}
+    rows = [json.loads(line) for line in open(Path(args.benchmark) / "results.jsonl")]
+    table: dict[tuple[str, str, str], list[dict]] = {}
+    for row in rows:
+        if row["classifier"] not in args.classifiers.split(",") or row.get("k_mode") == "auto":
+            continue  # the masks do not depend on K: one run per seed
+        run = Path(row["run"])
+        key = (row["data"], row["localizer"], row["classifier"])
+        if any(r.get("run") == str(run) for r in table.get(key, [])):
+            continue
+        scores = run_mask_scores(run, folders[row["data"]])
+        table.setdefault(key, []).append({**scores, "run": str(run), "seed": row["seed"]})
+    print("| set | localizer | classifier (binarizer) | seeds | good images with an empty mask % | anomalous flagged % | mean IoU % | mean F1 % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (s, loc, clf), rs in sorted(table.items()):
+        def cell(k: str) -> str:
+            v = [r[k] for r in rs if r[k] is not None]
+            return f"{np.mean(v):.1f} ± {np.std(v):.1f}" if v else "–"
+        print(f"| {s} | {loc} | {clf} | {','.join(str(r['seed']) for r in rs)} | {cell('empty_good')} | {cell('flagged_anomalous')} | {cell('iou')} | {cell('f1')} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"|".join(k): v for k, v in table.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
