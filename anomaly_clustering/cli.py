@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from . import config
 from .config import STAGES, check_plugins
@@ -210,8 +210,9 @@ def cmd_example(argv: list[str]) -> int:
     p.add_argument("--n_good", type=int, default=12, help="defect-free images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", type=Literal["texture", "object"], default="texture", help="a woven texture, or a disc on a plain background (its position, size and shade vary) with the defects on its face")
     cfg = _parse(p, argv)
-    test = make_example_set(cfg.folder, cfg.per_kind, cfg.n_good, cfg.size, cfg.seed)
+    test = make_example_set(cfg.folder, cfg.per_kind, cfg.n_good, cfg.size, cfg.seed, kind=cfg.kind)
     print(f"example set written: {test} (types: good, scratch, hole, stain; masks in {Path(cfg.folder) / 'ground_truth'})")
     return 0
 

@@ -1,8 +1,12 @@
-"""A generated example set in MVTec AD layout: a stationary texture with three planted defect kinds.
+"""A generated example set in MVTec AD layout: a stationary texture (or an object on a plain background) with three
+planted defect kinds.
 
 ``test/<type>/<n>.png`` plus ``ground_truth/<type>/<n>_mask.png``, so ``fit``, ``evaluate`` and ``report`` can all
 run on it without any download. Defect kinds differ in shape and appearance: ``scratch`` (thin bright line),
-``hole`` (dark round pit) and ``stain`` (soft tinted blotch); ``good`` images have none.
+``hole`` (dark round pit) and ``stain`` (soft tinted blotch); ``good`` images have none. ``kind="object"`` draws a
+shaded disc whose position, size and shade vary from image to image on a plain background, with the defects inside
+it: every image has the object's outline, so a localizer that lights up outlines, or a descriptor that follows
+position, cannot separate the types there.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["make_texture", "plant_defect", "make_example_set", "DEFECT_KINDS"]
+__all__ = ["make_texture", "make_object", "plant_defect", "make_example_set", "DEFECT_KINDS", "EXAMPLE_KINDS"]
 
 DEFECT_KINDS = ("scratch", "hole", "stain")
+EXAMPLE_KINDS = ("texture", "object")
 
 
 def make_texture(rng: np.random.Generator, size: int = 256) -> np.ndarray:
@@ -29,11 +34,31 @@ def make_texture(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     return np.clip(base[..., None] * tint[None, None, :] + 0.15, 0, 1)
 
 
-def plant_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Plant one defect of ``kind``; returns the image and its binary mask."""
+def make_object(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A shaded disc with a rim on a plain background (H×W×3 float in [0, 1]); its centre, radius and shade vary.
+    Returns the image and (centre y, centre x, radius) in pixels."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy, cx = size / 2 + rng.uniform(-0.08, 0.08, 2) * size
+    radius = size * rng.uniform(0.33, 0.37)
+    d = np.hypot(yy - cy, xx - cx) / radius
+    body = 0.55 + rng.uniform(-0.06, 0.06) - 0.15 * d**2 + 0.02 * ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 2)
+    body = np.where(np.abs(d - 0.92) < 0.04, body + 0.2, body)  # a bright rim, as on a cap or a bottle's mouth
+    background = 0.12 + 0.03 * yy / size + rng.uniform(-0.02, 0.02)
+    grey = np.where(d < 1.0, body, background)
+    tint = np.array([0.85, 0.9, 1.0]) + rng.normal(0, 0.02, 3)
+    return np.clip(grey[..., None] * tint[None, None, :], 0, 1), (float(cy), float(cx), float(radius))
+
+
+def plant_defect(img: np.ndarray, kind: str, rng: np.random.Generator, within: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Plant one defect of ``kind``; returns the image and its binary mask. ``within``: (centre y, centre x, radius)
+    of a disc the defect's centre must fall in (an object's face); default the image's central half."""
     size = img.shape[0]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    cy, cx = rng.uniform(0.25 * size, 0.75 * size, 2)
+    if within is None:
+        cy, cx = rng.uniform(0.25 * size, 0.75 * size, 2)
+    else:
+        angle, dist = rng.uniform(0, 2 * np.pi), within[2] * 0.55 * np.sqrt(rng.uniform())
+        cy, cx = within[0] + dist * np.sin(angle), within[1] + dist * np.cos(angle)
     out = img.copy()
     if kind == "scratch":
         angle = rng.uniform(0, np.pi)
@@ -60,18 +85,21 @@ def plant_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
     return out, mask
 
 
-def make_example_set(folder: str | Path, per_kind: int = 12, n_good: int = 12, size: int = 256, seed: int = 0) -> Path:
-    """Write the example set under ``folder`` (MVTec layout) and return its ``test`` folder."""
+def make_example_set(folder: str | Path, per_kind: int = 12, n_good: int = 12, size: int = 256, seed: int = 0, kind: str = "texture") -> Path:
+    """Write the example set under ``folder`` (MVTec layout) and return its ``test`` folder; ``kind``: ``texture``
+    (a woven texture) or ``object`` (a disc on a plain background, defects on its face)."""
+    if kind not in EXAMPLE_KINDS:
+        raise ValueError(f"kind={kind!r}: choose one of {', '.join(EXAMPLE_KINDS)}")
     rng = np.random.default_rng(seed)
     root = Path(folder)
-    for kind in ("good", *DEFECT_KINDS):
-        (root / "test" / kind).mkdir(parents=True, exist_ok=True)
-        if kind != "good":
-            (root / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(n_good if kind == "good" else per_kind):
-            img = make_texture(rng, size)
-            if kind != "good":
-                img, mask = plant_defect(img, kind, rng)
-                Image.fromarray(mask.astype(np.uint8) * 255).save(root / "ground_truth" / kind / f"{i:03d}_mask.png")
-            Image.fromarray((img * 255).astype(np.uint8)).save(root / "test" / kind / f"{i:03d}.png")
+    for defect in ("good", *DEFECT_KINDS):
+        (root / "test" / defect).mkdir(parents=True, exist_ok=True)
+        if defect != "good":
+            (root / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+        for i in range(n_good if defect == "good" else per_kind):
+            img, face = make_object(rng, size) if kind == "object" else (make_texture(rng, size), None)
+            if defect != "good":
+                img, mask = plant_defect(img, defect, rng, within=face)
+                Image.fromarray(mask.astype(np.uint8) * 255).save(root / "ground_truth" / defect / f"{i:03d}_mask.png")
+            Image.fromarray((img * 255).astype(np.uint8)).save(root / "test" / defect / f"{i:03d}.png")
     return root / "test"

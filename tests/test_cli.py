@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from scipy import ndimage
 
 from anomaly_clustering import cli
 from conftest import FAST_FIT
@@ -28,6 +29,26 @@ def test_example_command_writes_mvtec_layout(tmp_path, capsys):
     for kind in ("good", "scratch", "hole", "stain"):
         assert len(list((tmp_path / "ex" / "test" / kind).glob("*.png"))) == (1 if kind == "good" else 2)
     assert Image.open(tmp_path / "ex" / "ground_truth" / "hole" / "000_mask.png").size == (32, 32)
+
+
+def test_example_object_kind_puts_every_defect_on_the_object(tmp_path, capsys):
+    """``--kind object``: a disc on a plain background whose place varies; every defect mask lies on the disc's face,
+    and the good images differ from each other in where the disc sits (the nuisance a descriptor must not follow)."""
+    assert cli.main(["example", str(tmp_path / "obj"), "--kind", "object", "--per_kind", "3", "--n_good", "3", "--size", "96"]) == 0
+    capsys.readouterr()
+    grey = {p: np.asarray(Image.open(p).convert("L"), np.float32) for p in sorted((tmp_path / "obj" / "test").rglob("*.png"))}
+    for path, img in grey.items():
+        if path.parent.name == "good":
+            continue
+        mask = np.asarray(Image.open(tmp_path / "obj" / "ground_truth" / path.parent.name / f"{path.stem}_mask.png")) > 0
+        assert mask.any(), path
+        face = ndimage.binary_fill_holes(img > 60)  # the disc (background ≈ 30 of 255), a dark pit in it included
+        assert face[mask].mean() > 0.95, f"{path}: defect off the object"
+    goods = [img > 60 for path, img in grey.items() if path.parent.name == "good"]
+    centres = [np.argwhere(g).mean(0) for g in goods]
+    assert max(np.abs(a - b).max() for a in centres for b in centres) > 1.0  # the object moves between images
+    assert cli.main(["example", str(tmp_path / "bad"), "--kind", "blob"]) == 2
+    assert "kind" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_fit_writes_a_complete_run_folder(fitted_run, example_data):
