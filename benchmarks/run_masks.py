@@ -1,8 +1,10 @@
 """What the masks of finished ``anomaly-cluster benchmark`` runs mean: per set × classifier (binarizer), the share of
 good images with an empty mask, the share of anomalous images given a region, and the mean IoU / F1 of the masks of
-anomalous images against the ground truth (mean ± std over the seeds' runs).
+anomalous images against the ground truth (mean ± std over the seeds' runs). ``--image_scores``: also the image
+AUROC of every image-score rule of ``mutual_scores_masks.py`` on the runs' saved maps (sets with good images).
 
     python benchmarks/run_masks.py --benchmark runs/benchmark --classifiers anomaly-context,multiview-anomaly
+    python benchmarks/run_masks.py --benchmark runs/benchmark --classifiers average --image_scores
 
 Reads each run's saved masks (``records/regions/masks.npy``) and image list (``clusters.csv``); the ground truth is
 found beside the images (MVTec layout). Data: ``--data`` or ``$ANOMALY_CLUSTERING_DATA``, else ``../shared/data``.
@@ -42,6 +44,33 @@ def run_mask_scores(run: Path, data: Path) -> dict:
     return mask_scores(masks, truth, is_anom)
 
 
+def image_score_aurocs(run: Path) -> dict[str, float]:
+    """Image AUROC (good vs the rest, from the folder names) of every image-score rule on one run's saved maps."""
+    from mutual_scores_masks import image_rules
+    from sklearn.metrics import roc_auc_score
+
+    rows = list(csv.DictReader(open(run / "clusters.csv")))
+    is_anom = np.array([not r["image"].startswith("good/") for r in rows])
+    if is_anom.all() or not is_anom.any():
+        return {}
+    maps = np.stack([np.load(run / r["map_file"]) for r in rows]).astype(np.float32)
+    return {name: float(roc_auc_score(is_anom, score)) for name, score in image_rules(maps, None).items()}
+
+
+def print_image_scores(runs: dict[str, list[Path]]) -> None:
+    """One row per rule: AUROC-image mean ± std over each set's runs, and the worst set's mean; best worst case first."""
+    table = {s: [image_score_aurocs(r) for r in rs] for s, rs in runs.items()}
+    table = {s: v for s, v in table.items() if v and v[0]}
+    sets = sorted(table)
+    rules = list(next(iter(table.values()))[0]) if table else []
+    worst = {rule: min(np.mean([a[rule] for a in table[s]]) for s in sets) for rule in rules}
+    print("\n| image score | " + " | ".join(f"{s} AUROC-image %" for s in sets) + " | worst set |")
+    print("|---|" + "---|" * (len(sets) + 1))
+    for rule in sorted(rules, key=lambda r: -worst[r]):
+        cells = [f"{100 * np.mean([a[rule] for a in table[s]]):.1f} ± {100 * np.std([a[rule] for a in table[s]]):.1f}" for s in sets]
+        print(f"| {rule} | " + " | ".join(cells) + f" | {100 * worst[rule]:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--benchmark", required=True, help="the --out folder of an anomaly-cluster benchmark run")
@@ -49,6 +78,7 @@ def main() -> None:
     ap.add_argument("--suite", default=str(REPO / "benchmarks" / "suite.yaml"), help="the suite the benchmark ran (where each set's images are)")
     ap.add_argument("--data", default=None, help="the folder the suite's paths are relative to")
     ap.add_argument("--out", default=None, help="JSON file for the rows")
+    ap.add_argument("--image_scores", action="store_true", help="also every image-score rule's AUROC on the runs' saved maps")
     args = ap.parse_args()
     from anomaly_clustering.benchmarking import load_suite
 
@@ -73,6 +103,11 @@ def main() -> None:
         print(f"| {s} | {loc} | {clf} | {','.join(str(r['seed']) for r in rs)} | {cell('empty_good')} | {cell('flagged_anomalous')} | {cell('iou')} | {cell('f1')} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"|".join(k): v for k, v in table.items()}, indent=1))
+    if args.image_scores:
+        runs: dict[str, list[Path]] = {}
+        for (s, loc, clf), rs in table.items():
+            runs.setdefault(f"{s} ({loc})", []).extend(Path(r["run"]) for r in rs)
+        print_image_scores(runs)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,16 @@ def test_masks_equal_to_the_truth_score_perfectly(fitted_run, example_data, tmp_
     flooded = run_mask_scores(run, example_data)
     assert flooded["empty_good"] == 0.0 and flooded["flagged_anomalous"] == 100.0
     assert 0 < flooded["iou"] < 100
+
+
+def test_image_score_rules_on_saved_maps(fitted_run) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from run_masks import image_score_aurocs
+
+    aurocs = image_score_aurocs(fitted_run)
+    rows = list(csv.DictReader(open(fitted_run / "clusters.csv")))
+    maxima = [float(np.load(fitted_run / r["map_file"]).max()) for r in rows]
+    anomalous = [not r["image"].startswith("good/") for r in rows]
+    assert aurocs["max"] == roc_auc_score(anomalous, maxima)
+    assert len(aurocs) > 10 and all(0.0 <= a <= 1.0 for a in aurocs.values())
