@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: Benchmarks never download: weights come from installed packages or local files (a missing file is an error).
+os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -4,8 +4,12 @@ so a variant here is the representation the preset computes) and Ward at a given
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
+
+#: Benchmarks never download: weights come from installed packages or local files (a missing file is an error).
+os.environ.setdefault("ANOMALY_CLUSTERING_OFFLINE", "1")
 
 
 def add_suite_arguments(ap: argparse.ArgumentParser, localizer: str) -> None:
