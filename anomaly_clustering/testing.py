@@ -40,6 +40,8 @@ from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 __all__ = [
     "ConformanceError",
     "example_images",
+    "object_images",
+    "leaf_images",
     "example_maps",
     "example_regions",
     "example_embeddings",
@@ -83,6 +85,69 @@ def example_images(folder: str | Path | None = None, per_kind: int = 2, n_good: 
     if not (folder / "test").exists():
         make_example_set(folder, per_kind=per_kind, n_good=n_good, size=size, seed=seed)
     return load_image_set(folder / "test")
+
+
+def object_images(folder: str | Path, n: int = 12, defect_every: int = 3, size: int = 96, seed: int = 0) -> tuple[ImageSet, np.ndarray, np.ndarray]:
+    """A tiny OBJECT set: a bright disc (jittered centre and shade) on a plain background; every ``defect_every``-th
+    image gets a dark spot inside the disc. Returns the set, the defect masks and the disc-outline masks (a 5 px
+    ring), all ``size``×``size``: what a localizer must tell apart (the defect) from what every image has (the rim)."""
+    from PIL import Image
+
+    from .data import load_image_set
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    radius = 30 * size / 96
+    defects, rims = [], []
+    for i in range(n):
+        cy, cx = size / 2 + rng.uniform(-4, 4, 2) * size / 96
+        r = np.hypot(yy - cy, xx - cx)
+        img = np.where(r < radius, 0.75 + rng.normal(0, 0.01), 0.2) + rng.normal(0, 0.01, (size, size))
+        mask = np.zeros((size, size), bool)
+        if i % defect_every == 0:
+            a, d = rng.uniform(0, 2 * np.pi), rng.uniform(5, 15) * size / 96
+            mask = np.hypot(yy - cy - d * np.sin(a), xx - cx - d * np.cos(a)) < 6 * size / 96
+            img = np.where(mask, 0.1, img)
+        rgb = np.clip(np.repeat(img[..., None], 3, axis=2), 0, 1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+        defects.append(mask)
+        rims.append(np.abs(r - radius) < 2.5 * size / 96)
+    return load_image_set(folder), np.stack(defects), np.stack(rims)
+
+
+def leaf_images(folder: str | Path, n: int = 24, size: int = 128, seed: int = 0) -> tuple[ImageSet, np.ndarray, np.ndarray]:
+    """A harder OBJECT set, like photographed leaves: a striped green ellipse whose place, size and angle all vary, on
+    a plain light background; every other image gets a brown spot inside it. Returns the set, the defect masks and
+    the outline masks. Within-image localizers (FCA) light up the outline here, because it differs in every image."""
+    from PIL import Image
+
+    from .data import load_image_set
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    k = size / 256
+    defects, rims = [], []
+    for i in range(n):
+        cy, cx = size / 2 + rng.uniform(-40, 40, 2) * k
+        a, b, angle = rng.uniform(60, 95) * k, rng.uniform(35, 60) * k, rng.uniform(0, np.pi)
+        u = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / a
+        v = (-(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)) / b
+        r = np.sqrt(u * u + v * v)
+        leaf = np.array([0.25, 0.55, 0.2]) + rng.normal(0, 0.03, 3) + 0.05 * np.sin(u * 20)[..., None]
+        img = np.where((r < 1)[..., None], leaf, 0.85) + rng.normal(0, 0.01, (size, size, 3))
+        mask = np.zeros((size, size), bool)
+        if i % 2 == 0:
+            d, phi = rng.uniform(0, 0.5), rng.uniform(0, 2 * np.pi)
+            mask = np.hypot(yy - cy - d * b * np.sin(phi), xx - cx - d * a * np.cos(phi)) < rng.uniform(7, 14) * k
+            img = np.where(mask[..., None], np.array([0.45, 0.3, 0.1]), img)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+        defects.append(mask)
+        rims.append(np.abs(r - 1) < 0.06)
+    return load_image_set(folder), np.stack(defects), np.stack(rims)
 
 
 def example_maps(images: ImageSet, size: int = MAP_SIZE, seed: int = 0) -> AnomalyMaps:

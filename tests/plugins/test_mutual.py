@@ -16,33 +16,13 @@ from anomaly_clustering.data import load_image_set
 from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
 from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, robust_scale, self_scores, topk_mean
 from anomaly_clustering.records import AnomalyMaps
-from anomaly_clustering.testing import check_binarizer, check_localizer
+from anomaly_clustering.testing import check_binarizer, check_localizer, object_images
 
 SIZE = 96
 
 
 def _object_set(folder, n=12, defect_every=3, seed=0):
-    """A disc (random centre jitter and shade) on a plain background; every ``defect_every``-th image gets a dark
-    spot inside the disc. Returns the set, the defect masks and the disc-outline masks (a ring of 5 px)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    defects, rims = [], []
-    for i in range(n):
-        cy, cx = SIZE / 2 + rng.uniform(-4, 4, 2)
-        r = np.hypot(yy - cy, xx - cx)
-        disc = r < 30
-        img = np.where(disc, 0.75 + rng.normal(0, 0.01), 0.2) + rng.normal(0, 0.01, (SIZE, SIZE))
-        mask = np.zeros((SIZE, SIZE), bool)
-        if i % defect_every == 0:
-            a, d = rng.uniform(0, 2 * np.pi), rng.uniform(5, 15)
-            mask = np.hypot(yy - cy - d * np.sin(a), xx - cx - d * np.cos(a)) < 6
-            img = np.where(mask, 0.1, img)
-        rgb = np.clip(np.repeat(img[..., None], 3, axis=2), 0, 1)
-        Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
-        defects.append(mask)
-        rims.append(np.abs(r - 30) < 2.5)
-    return load_image_set(folder), np.stack(defects), np.stack(rims)
+    return object_images(folder, n=n, defect_every=defect_every, size=SIZE, seed=seed)
 
 
 def _texture_set(folder, n=12, seed=0):
