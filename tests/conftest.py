@@ -32,6 +32,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 FAST_FIT = ["--localizer", "color-stats", "--input_size", "64", "--n_clusters", "4", "--quiet", "true", "--cache_dir", os.path.join(_SESSION_CACHE, "stages")]
 
 
+@pytest.fixture(scope="module")
+def cpu_cache(tmp_path_factory):
+    """A test module's own stage cache, on the CPU, quiet: plugin tests that fit real backbones share it."""
+    from anomaly_clustering import runtime
+
+    with runtime.settings(quiet=True, cache_dir=str(tmp_path_factory.mktemp("cache")), device="cpu"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def example_root(tmp_path_factory) -> Path:
     """The generated example set (MVTec layout, 4 images per kind, 64 px); returns its root (``test`` inside)."""

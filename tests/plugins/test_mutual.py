@@ -11,7 +11,6 @@ from PIL import Image
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
 from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, robust_scale, self_scores, topk_mean
@@ -40,12 +39,6 @@ def _texture_set(folder, n=12, seed=0):
         Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
         masks.append(mask)
     return load_image_set(folder), np.stack(masks)
-
-
-@pytest.fixture(scope="module")
-def cpu_cache(tmp_path_factory):
-    with runtime.settings(quiet=True, cache_dir=str(tmp_path_factory.mktemp("cache")), device="cpu"):
-        yield
 
 
 @pytest.fixture(scope="module")
