@@ -120,7 +120,8 @@ def object_images(folder: str | Path, n: int = 12, defect_every: int = 3, size: 
 def leaf_images(folder: str | Path, n: int = 24, size: int = 128, seed: int = 0) -> tuple[ImageSet, np.ndarray, np.ndarray]:
     """A harder OBJECT set, like photographed leaves: a striped green ellipse whose place, size and angle all vary, on
     a plain light background; every other image gets a brown spot inside it. Returns the set, the defect masks and
-    the outline masks. Within-image localizers (FCA) light up the outline here, because it differs in every image."""
+    the outline masks. Within-image localizers (FCA) raise the outline here, because it differs in every image: at
+    512 px by half as much as the spot, with a short-trained VAE at 128 px by more (benchmarks/leaf_localization.py)."""
     from PIL import Image
 
     from .data import load_image_set
