@@ -1,6 +1,7 @@
 """Small tensor operations on feature maps that several plugin families share (FCA localizers, Blind-LCA
 representations, clusterers): per-instance 0–1 scaling, Gaussian blur with reflect padding, the anomaly-weighted
-image descriptor of Blind-LCA's eq. 2, and nearest-centroid assignment."""
+image descriptor of Blind-LCA's eq. 2, the top-fraction mean of anomaly maps (an image score), and nearest-centroid
+assignment."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scale_per_instance", "gaussian_kernel1d", "gaussian_blur", "weighted_descriptor", "nearest_centroid"]
+__all__ = ["scale_per_instance", "gaussian_kernel1d", "gaussian_blur", "weighted_descriptor", "topk_mean", "nearest_centroid"]
 
 
 def scale_per_instance(f: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -71,6 +72,13 @@ def weighted_descriptor(features: torch.Tensor, maps: torch.Tensor, tau: float =
     f = f - f.mean(dim=(2, 3), keepdim=True)
     weights = torch.softmax(maps.flatten(1) / tau, dim=1)  # B×HW
     return torch.einsum("bcp,bp->bc", f.flatten(2), weights)
+
+
+def topk_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Image scores: the mean of each map's top ``fraction`` of values (at least one value; 0 → the max)."""
+    flat = maps.flatten(1)
+    k = max(1, int(round(fraction * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(1)
 
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:

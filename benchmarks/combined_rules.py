@@ -6,7 +6,8 @@ what the default ``hysteresis`` masks mean, per set, rule and seed — without r
     python benchmarks/combined_rules.py --maps_dir MAPS --subset 200 --seeds 0 1 2 --out rules.json
 
 The members' maps must come from ``localization_quality.py --maps_dir`` on the same (sub)sets; each rule is applied
-exactly as :class:`~anomaly_clustering.plugins.combined.CombinedLocalizer` does (scales learned on the set itself).
+as :class:`~anomaly_clustering.plugins.combined.CombinedLocalizer` does (scales learned on the set itself; their
+median / MAD sample is drawn with seed 0 for every run, the localizer's with its own ``seed``).
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ def member_maps(maps_dir: Path, set_name: str, names: tuple[str, ...], seed: int
 
 
 def combine(parts: list[torch.Tensor], rule: str, top_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    from anomaly_clustering.plugins.combined.torch_model import merge, resize_maps, robust_scale, top_mean
+    from anomaly_clustering.features_ops import topk_mean
+    from anomaly_clustering.plugins.combined.torch_model import merge, resize_maps, robust_scale
 
     size = tuple(parts[0].shape[-2:])
     parts = [resize_maps(p, size) for p in parts]
     merged = merge([(p - m) / s for p, (m, s) in ((p, robust_scale(p)) for p in parts)], rule)
-    return merged.numpy(), top_mean(merged, top_fraction).numpy()
+    return merged.numpy(), topk_mean(merged, top_fraction).numpy()
 
 
 def main() -> None:

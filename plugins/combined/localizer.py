@@ -11,11 +11,12 @@ import torch
 
 from anomaly_clustering import registry
 from anomaly_clustering.backbones import DEFAULT_BACKBONE
+from anomaly_clustering.features_ops import topk_mean
 from anomaly_clustering.interfaces import Localizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet
 from anomaly_clustering.validation import check_is_fitted
 
-from .torch_model import RULES, merge, resize_maps, robust_scale, top_mean
+from .torch_model import RULES, merge, resize_maps, robust_scale
 
 #: Options of the members that the combined localizer's own settings fill unless ``member_options`` gives them.
 _SHARED = ("backbone", "backbone_weights", "input_size", "seed")
@@ -94,7 +95,7 @@ class CombinedLocalizer(Localizer):
             self.scales_ = tuple(robust_scale(p, seed=self.seed) for p in parts)
         standardised = [(p - med) / mad for p, (med, mad) in zip(parts, self.scales_)]
         merged = merge(standardised, self.rule)
-        scores = top_mean(merged, float(self.top_fraction))
+        scores = topk_mean(merged, float(self.top_fraction))
         info = {
             "method": "fca-mutual" if tuple(self.members) == ("fca-vae", "mutual") else "combined",
             "members": list(self.members), "rule": self.rule, "scales": [list(s) for s in self.scales_],

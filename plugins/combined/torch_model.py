@@ -42,10 +42,3 @@ def merge(standardised: list[torch.Tensor], rule: str) -> torch.Tensor:
     if rule == "min":
         return excess.min(0).values
     return excess.log().mean(0).exp()  # log(0) = -inf → exp → 0: any map at its median zeroes the pixel
-
-
-def top_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Per map, the mean of its top ``fraction`` of values (at least one value; ``fraction`` 0 = the maximum)."""
-    flat = maps.flatten(1)
-    k = max(1, int(round(fraction * flat.shape[1])))
-    return flat.topk(k, dim=1).values.mean(1)

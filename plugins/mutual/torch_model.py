@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from anomaly_clustering.features_ops import topk_mean
+
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "aggregate",
@@ -174,13 +176,6 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     m = F.conv2d(F.pad(m, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     m = F.conv2d(F.pad(m, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1))
     return m.squeeze(1)
-
-
-def topk_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Image scores: the mean of each map's top ``fraction`` of values (at least one value; 0 → the max)."""
-    flat = maps.flatten(1)
-    k = max(1, int(round(fraction * flat.shape[1])))
-    return flat.topk(k, dim=1).values.mean(1)
 
 
 def image_scores(maps: torch.Tensor, fraction: float, median_weight: float = 0.0) -> torch.Tensor:

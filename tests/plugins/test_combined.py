@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_clustering import registry
 from anomaly_clustering.plugins.combined import CombinedLocalizer
-from anomaly_clustering.plugins.combined.torch_model import merge, resize_maps, robust_scale, top_mean
+from anomaly_clustering.features_ops import topk_mean
+from anomaly_clustering.plugins.combined.torch_model import merge, resize_maps, robust_scale
 from anomaly_clustering.testing import check_localizer, leaf_images, object_images
 
 SIZE = 96
@@ -38,7 +39,7 @@ def test_scale_resize_and_top_mean():
     assert med == 7.0 and mad == 4.0
     assert robust_scale(torch.ones(2, 3, 3)) == (1.0, 1.0)  # flat: MAD 1, never a division by 0
     assert resize_maps(maps, (8, 8)).shape == (1, 8, 8) and resize_maps(maps, (4, 4)) is maps
-    assert torch.equal(top_mean(maps, 0.0), torch.tensor([15.0])) and torch.equal(top_mean(maps, 0.25), torch.tensor([13.5]))
+    assert torch.equal(topk_mean(maps, 0.0), torch.tensor([15.0])) and torch.equal(topk_mean(maps, 0.25), torch.tensor([13.5]))
 
 
 @pytest.fixture(scope="module")
