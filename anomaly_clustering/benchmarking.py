@@ -41,6 +41,7 @@ __all__ = [
     "gap_closed",
     "summarize",
     "format_summary",
+    "leave_one_set_out",
     "DATA_ENV",
 ]
 
@@ -355,7 +356,43 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
             close = sum(1 for e in autos if e["auto"]["nmi"][0] >= e["nmi"][0] - 0.05)
             line += f"; K auto within ±1 of the truth on {within}/{len(autos)} sets (every seed), NMI at K auto within 0.05 of NMI at the true K on {close}/{len(autos)}"
         lines.append(line)
+    lines.extend(format_leave_one_set_out(leave_one_set_out(summary)))
     return "\n".join(lines)
+
+
+def leave_one_set_out(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The default-choosing rule checked on data it did not see: for each set held out, the localizer × classifier
+    with the best worst-seed g over the *other* sets (ties: the higher mean g), and that pick's g on the held-out
+    set. Only combinations measured on every set take part; empty with fewer than three sets or two combinations."""
+    table: dict[tuple[str, str], dict[str, dict]] = {}
+    for e in summary:
+        if e["classifier"] != FLOOR and e["g"] is not None and e["g_min"] is not None:
+            table.setdefault((e["localizer"], e["classifier"]), {})[e["data"]] = e
+    sets = sorted({d for es in table.values() for d in es})
+    full = {c: es for c, es in table.items() if all(d in es for d in sets)}
+    if len(sets) < 3 or len(full) < 2:
+        return []
+    folds = []
+    for held in sets:
+        rest = [d for d in sets if d != held]
+        rank = {c: (min(es[d]["g_min"] for d in rest), float(np.mean([es[d]["g"][0] for d in rest]))) for c, es in full.items()}
+        pick = max(sorted(rank), key=lambda c: rank[c])
+        folds.append({"held_out": held, "pick": pick, "worst_seed_g_on_rest": rank[pick][0],
+                      "g": full[pick][held]["g"][0], "g_min": full[pick][held]["g_min"]})
+    return folds
+
+
+def format_leave_one_set_out(folds: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines for :func:`leave_one_set_out` (nothing when it has no folds)."""
+    if not folds:
+        return []
+    lines = ["", "Leave one set out (pick: the best worst-seed g on the other sets; then its g on the held-out set):", ""]
+    for f in folds:
+        loc, clf = f["pick"]
+        verdict = "above the floor on every seed" if f["g_min"] >= 0 else "**below the floor on a seed**"
+        lines.append(f"- without {f['held_out']}: {loc} × {clf} (worst seed {f['worst_seed_g_on_rest']:+.3f} on the rest) → "
+                     f"{f['held_out']} g = {f['g']:.3f}, worst seed {f['g_min']:+.3f}: {verdict}")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------ command

@@ -293,7 +293,7 @@ ESTIMATORS: dict[str, Callable[..., tuple[int, dict[int, float]]]] = {
     "prediction-strength": _prediction_strength,
     "stability": _stability,
 }
-AUTO_METHOD = "eigengap-knn"  # best worst case on the suite; truth ±1 on 3/4 sets with the default multiview-anomaly (README "Estimating K")
+AUTO_METHOD = "eigengap-knn"  # best worst case on the suite; truth ±1 on 3/4 sets with multiview-anomaly and the default multiview-all (README "Estimating K")
 K_METHODS: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 

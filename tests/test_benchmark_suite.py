@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from anomaly_clustering import cli
-from anomaly_clustering.benchmarking import DATA_ENV, format_summary, gap_closed, load_suite, parse_seeds, resolve_data_root, summarize
+from anomaly_clustering.benchmarking import (
+    DATA_ENV,
+    format_summary,
+    gap_closed,
+    leave_one_set_out,
+    load_suite,
+    parse_seeds,
+    resolve_data_root,
+    summarize,
+)
 from anomaly_clustering.cli import CLIError
 
 
@@ -75,6 +84,20 @@ def test_summary_means_spread_gap_and_worst_set() -> None:
     assert "worst set s2 g = -0.125" in text and "mean g = 0.13" in text  # (0.4 - 0.125) / 2
     assert "sets with a seed below the floor: 1" in text
     assert "K auto within ±1 of the truth on 1/1" in text
+
+
+def test_leave_one_set_out_picks_on_the_other_sets_and_checks_the_held_out_one() -> None:
+    # "steady" is modestly above the floor everywhere; "spiky" is far above on s1 and s2 but below it on s3.
+    nmis = {"steady": {"s1": (0.6, 0.6), "s2": (0.6, 0.6), "s3": (0.6, 0.6)}, "spiky": {"s1": (0.9, 0.9), "s2": (0.9, 0.9), "s3": (0.4, 0.45)}}
+    rows = [_row(d, "average", seed, 0.5) for d in ("s1", "s2", "s3") for seed in (0, 1)]
+    rows += [_row(d, clf, seed, v[seed]) for clf, per in nmis.items() for d, v in per.items() for seed in (0, 1)]
+    folds = {f["held_out"]: f for f in leave_one_set_out(summarize(rows))}
+    assert folds["s3"]["pick"] == ("loc", "spiky")  # chosen on s1 + s2 only, where it wins …
+    assert folds["s3"]["g_min"] == pytest.approx(-0.2) and folds["s3"]["g"] == pytest.approx(-0.15)  # … and fails the unseen set
+    assert folds["s1"]["pick"] == ("loc", "steady") and folds["s1"]["g"] == pytest.approx(0.2)
+    text = format_summary(summarize(rows))
+    assert "without s3: loc × spiky" in text and "below the floor on a seed" in text
+    assert leave_one_set_out(summarize([r for r in rows if r["data"] != "s3"])) == []  # two sets: no fold
 
 
 def test_benchmark_suite_with_seeds_end_to_end(example_root, tmp_path, capsys) -> None:

@@ -4,7 +4,6 @@ per view, so that every seed and every classifier built on them reads them once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -16,11 +15,12 @@ from anomaly_clustering import runtime
 from anomaly_clustering.backbones import FeatureSpec, extract_features, get_backbone
 from anomaly_clustering.data import load_image, load_resized
 from anomaly_clustering.records import ImageSet
-from anomaly_clustering.store import stable_hash
+from anomaly_clustering.store import StageCache, stable_hash
 
 __all__ = ["pooled_statistics", "anomaly_boxes", "crop_batch", "view_vectors", "VIEW_KINDS"]
 
 VIEW_KINDS = ("average", "context", "crop")
+VIEW_FILE = "vectors.npy"
 
 
 def pooled_statistics(maps: Sequence[torch.Tensor], stats: Sequence[str] = ("mean", "std")) -> torch.Tensor:
@@ -98,9 +98,10 @@ def view_vectors(
         return np.concatenate([np.asarray(feats.data[s : s + 64], np.float32).mean(axis=(2, 3)) for s in range(0, len(images), 64)])
     key = stable_hash("multiview", kind, spec.backbone, spec.resolved_layers(), spec.input_size, spec.weights, list(stats),
                       None if boxes is None else np.asarray(boxes).tolist(), images.fingerprint())
-    file = Path(runtime.cache_dir()) / "multiview" / f"{key}.npy"
-    if file.exists():
-        return np.load(file)
+    cache = StageCache(runtime.cache_dir())
+    cached = _cached_view(cache, key, len(images))
+    if cached is not None:
+        return cached
     backbone = get_backbone(spec).to(runtime.device())
     paths = images.paths
     rows = []
@@ -110,8 +111,21 @@ def view_vectors(
         x = _whole_batch(paths[sl], spec.input_size) if kind == "context" else crop_batch(paths[sl], boxes[sl], spec.input_size)
         rows.append(pooled_statistics(backbone.forward_layers(x.to(runtime.device())), stats).cpu().numpy())
     out = np.concatenate(rows).astype(np.float32)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(file)
+    with cache.entry("multiview", key) as folder:
+        np.save(folder / VIEW_FILE, out, allow_pickle=False)
+    return out
+
+
+def _cached_view(cache: StageCache, key: str, n_images: int) -> np.ndarray | None:
+    """The cached view if its entry is complete, its checksums match and it holds one finite row per image; a
+    damaged entry is removed (by :meth:`StageCache.lookup`) or ignored, so the view is recomputed."""
+    folder = cache.lookup("multiview", key)
+    if folder is None:
+        return None
+    try:
+        out = np.load(folder / VIEW_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if out.ndim != 2 or len(out) != n_images or not np.isfinite(out).all():
+        return None
     return out

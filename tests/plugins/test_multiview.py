@@ -124,7 +124,23 @@ def test_representation_conformance_and_views(tmp_path) -> None:
         assert emb.info["image_scores"] == pytest.approx(np.asarray(maps.scores).tolist())
         ctx = MultiViewDescriptor(views=("context",), view_weights=(1.0,), **SMALL).fit_transform(images, maps, regions)
         assert np.allclose(emb.vectors[:, : ctx.vectors.shape[1]], ctx.vectors, atol=1e-5)  # the context view is the first block
-        assert (tmp_path / "multiview").is_dir()  # views cached by content
+        assert (tmp_path / "multiview").is_dir()  # views cached by content, one verified entry per view
+
+
+def test_view_cache_is_verified_and_a_damaged_entry_recomputed(tmp_path) -> None:
+    from anomaly_clustering.backbones import FeatureSpec
+    from anomaly_clustering.plugins.multiview.views import VIEW_FILE, view_vectors
+
+    images = testing.example_images()
+    spec = FeatureSpec("tf_efficientnet_lite0", ("3", "4"), 64)
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        first = view_vectors(images, "context", spec, ("mean", "std"))
+        (entry,) = (tmp_path / "multiview").glob(f"*/{VIEW_FILE}")
+        np.save(entry, np.zeros_like(first))  # same shape, other bytes: only the checksum can tell
+        again = view_vectors(images, "context", spec, ("mean", "std"))
+        assert np.allclose(again, first, atol=1e-6) and np.abs(again).sum() > 0
+        (entry,) = (tmp_path / "multiview").glob(f"*/{VIEW_FILE}")
+        assert np.array_equal(np.load(entry), again)  # the recomputed view was stored anew
 
 
 @pytest.mark.parametrize("bad", [{"views": ("nope",), "view_weights": (1.0,)}, {"view_weights": (1.0,)}, {"view_weights": (0.0, 0.0)}, {"box_level": 1.5}, {"crop_size": 8}])
