@@ -34,7 +34,7 @@ STAGES = ("localizer", "binarizer", "representation", "clusterer")
 SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
 DEFAULT_LOCALIZER = "fca-vae"
 FALLBACK_LOCALIZER = "color-stats"
-DEFAULT_CLASSIFIER = "multiview-all"
+DEFAULT_CLASSIFIER = "multiview-all-normal-first"
 
 FIT_COMMAND_HELP = "localize, binarize, represent and cluster a folder of images; writes a run folder"
 

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_samples
 
-from .records import Clustering, Embeddings, ImageSet
+from .records import PER_IMAGE_INFO, Clustering, Embeddings, ImageSet
 
 __all__ = [
     "K_METHODS", "AUTO_METHOD", "select_n_clusters", "estimate_k", "method_label", "ward_cuts", "eigengap_curve", "sqrt_neighbours",
@@ -293,7 +293,7 @@ ESTIMATORS: dict[str, Callable[..., tuple[int, dict[int, float]]]] = {
     "prediction-strength": _prediction_strength,
     "stability": _stability,
 }
-AUTO_METHOD = "eigengap-knn"  # best worst case on the suite; truth ±1 on 3/4 sets with multiview-anomaly and the default multiview-all (README "Estimating K")
+AUTO_METHOD = "eigengap-knn"  # best worst case on the suite; truth ±1 on 3/4 sets with multiview-anomaly and multiview-all on 2026-12-02's maps, 2/4 on another machine's (README "Estimating K")
 K_METHODS: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 
@@ -359,13 +359,14 @@ def distinct_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _take_embeddings(emb: Embeddings, keep: np.ndarray) -> Embeddings:
-    """The rows of the images ``keep`` (renumbered 0…len(keep)−1)."""
+    """The rows of the images ``keep`` (renumbered 0…len(keep)−1), and their entries of the per-image ``info`` lists."""
     position = np.full(emb.n_images, -1, np.int64)
     position[keep] = np.arange(len(keep))
     index = np.asarray(emb.image_index)
     rows = np.flatnonzero(position[index] >= 0)
     weights = None if emb.weights is None else np.asarray(emb.weights)[rows]
-    return Embeddings(np.asarray(emb.vectors)[rows], position[index[rows]], len(keep), weights, dict(emb.info))
+    info = {k: ([v[int(i)] for i in keep] if k in PER_IMAGE_INFO and v is not None and len(v) == emb.n_images else v) for k, v in emb.info.items()}
+    return Embeddings(np.asarray(emb.vectors)[rows], position[index[rows]], len(keep), weights, info)
 
 
 def cluster_distinct(images: ImageSet, embeddings: Embeddings, cluster: Callable[[Embeddings], Clustering]) -> Clustering:

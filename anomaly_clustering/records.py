@@ -116,11 +116,17 @@ class Regions:
         return [r for r in self.regions if r.image_index == image_index]
 
 
+#: ``Embeddings.info`` entries that hold one value per image (in set order): they follow the images when a subset of
+#: the embeddings is taken (e.g. one copy of each pixel-identical image), so a clusterer that reads them stays aligned.
+PER_IMAGE_INFO = ("image_scores", "has_region")
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """Embedding vectors (M×D). ``image_index`` (M,) maps each row to its image, so a representation may give one
     row per image or one per region; ``weights`` (M,) say how much each row counts when rows are merged back to
-    images. ``n_images`` is the size of the image set."""
+    images. ``n_images`` is the size of the image set; ``info`` entries named in :data:`PER_IMAGE_INFO` hold one
+    value per image."""
 
     vectors: np.ndarray
     image_index: np.ndarray

@@ -119,3 +119,25 @@ def test_eigengap_knn_sqrt_finds_the_types_beside_a_dominant_normal_group(seed):
 def test_graph_options_are_validated(method, options):
     with pytest.raises(ValueError, match=method):
         estimate_k(separated_blobs(3)[0], 2, 5, method, **options)
+
+
+def test_cluster_distinct_keeps_per_image_info_aligned_with_the_images_kept():
+    """Copies of one picture are clustered once: the per-image ``info`` lists (image scores, the binarizer's verdict)
+    must shrink with them, or a clusterer that reads them sees the wrong image's entry (a DeepPCB-suite failure)."""
+    from anomaly_clustering.kselect import cluster_distinct
+    from anomaly_clustering.records import Clustering
+
+    digests = ["a", "b", "a", "c", "a", "d"]  # images 2 and 4 copy image 0
+    images = type("Images", (), {"digests": digests, "__len__": lambda self: len(digests)})()
+    x = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    emb = Embeddings.per_image(x, {"image_scores": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "has_region": [True, False, True, False, True, True], "views": ["v"]})
+    seen = {}
+
+    def cluster(e: Embeddings):
+        seen.update(e.info)
+        return Clustering(np.arange(e.n_images) % 2, 2)
+
+    result = cluster_distinct(images, emb, cluster)
+    assert seen["image_scores"] == [0.0, 1.0, 3.0, 5.0] and seen["has_region"] == [True, False, False, True]
+    assert seen["views"] == ["v"]  # not per image: as it was
+    assert result.labels.tolist() == [0, 1, 0, 0, 0, 1] and result.info["duplicates_merged"] == 2

@@ -282,6 +282,24 @@ def test_case09_pixel_identical_copies_warn_once_and_stay_together(tmp_path, cap
     assert summary["clusterer_info"].get("duplicates_merged") == 5
 
 
+def test_case09_copies_with_a_normal_first_classifier_that_reads_per_image_info(tmp_path, capsys):
+    """The clusterer sees one copy of each picture: the per-image verdicts it reads (has a region, image score) must
+    shrink with the images, for the region rule and the score rule alike (a suite run once failed here)."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(5)
+    copies = same_picture_many_ways(data, texture(rng, 40, 1), "dup", 4)
+    good_images(data, 6, size=40, seed=6)
+    small = ["--representation.context_size", "64", "--representation.crop_size", "64", "--representation.average_size", "64"]
+    for classifier in ("multiview-all-normal-first", "multiview-normal-first"):
+        run = tmp_path / classifier
+        code, _, _ = main(capsys, "fit", "--data", data, "--run", run, *FIT, "--classifier", classifier, *small, "--n_clusters", "auto", "--k_max", "4")
+        assert code == 0, capsys.readouterr().err
+        labels = labels_of(run)
+        assert len(labels) == 10 and len({labels[p.name] for p in copies}) == 1, labels
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["clusterer_info"].get("duplicates_merged") == 3
+
+
 def test_case09_more_clusters_than_distinct_pictures(tmp_path, capsys):
     data = tmp_path / "data"
     rng = np.random.default_rng(4)

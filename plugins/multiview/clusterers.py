@@ -10,7 +10,7 @@ from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
 
-__all__ = ["otsu_split", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
+__all__ = ["otsu_split", "NORMAL_RULES", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
 
 
 def otsu_split(scores: np.ndarray) -> tuple[float, float]:
@@ -47,39 +47,92 @@ class _Centroids(Clusterer):
         return Clustering(nearest_centroid(embeddings.image_vectors(), self.centroids_), self.n_clusters, info={"assigned_by": "nearest centroid"})
 
 
+#: How :class:`NormalFirstClusterer` decides which images look normal: ``score`` (below Otsu's split of the log image
+#: scores, ``info["image_scores"]``) or ``region`` (the binarizer gave the image no region, ``info["has_region"]``).
+NORMAL_RULES = ("score", "region")
+
+
 class NormalFirstClusterer(_Centroids):
-    """Normal first, then types: a clear low-score majority is one cluster, Ward splits the rest into K − 1.
+    """Normal first, then types: a clear majority of normal-looking images is one cluster, Ward splits the rest into K − 1.
 
-    When the image scores do not split that way, Ward clusters all images into K.
-
-    The set-level rule: Otsu's threshold on the log image scores (``info["image_scores"]`` of the embeddings); the
-    low group is set aside only if it holds at least ``min_normal_share`` of the images and Otsu's separability η is
-    at least ``min_separability`` (without scores: Ward on all). Deterministic (Ward); ``seed`` is kept for the
-    interface of seeded clusterers.
+    Which images look normal (``normal_by``): ``score`` — below Otsu's threshold on the log image scores
+    (``info["image_scores"]`` of the embeddings), set aside only if Otsu's separability η is at least
+    ``min_separability``; ``region`` — the binarizer gave the image no region (``info["has_region"]``), a per-image
+    verdict already made, so η plays no part; but a set-level gate leaves many defective images empty too when every
+    image is defective, so with ``structure_check`` the group is set aside only if it looks like one population: cut
+    by Ward into max(2, K − 1), it separates less well (silhouette) than the images with a region cut the same way
+    (images of several defect types left empty split clearly; normal images do not). Either way the normal group is
+    set aside only when it holds at least ``min_normal_share`` of the images (most images defect-free, the usual
+    inspection set); otherwise Ward clusters all images into K. Deterministic (Ward; the silhouettes subsample
+    beyond ``sample`` images with ``seed``).
+    ``predict`` applies the same rule (the learned score threshold, or the new images' regions): a normal-looking image
+    joins the normal cluster, any other the nearest of the K − 1 type centroids.
     """
 
-    def __init__(self, n_clusters: int = 2, min_normal_share: float = 0.5, min_separability: float = 0.8, seed: int = 0):
+    def __init__(self, n_clusters: int = 2, normal_by: str = "score", min_normal_share: float = 0.5, min_separability: float = 0.8,
+                 structure_check: bool = True, sample: int = 2000, seed: int = 0):
         self.n_clusters = n_clusters
+        self.normal_by = normal_by
         self.min_normal_share = min_normal_share
         self.min_separability = min_separability
+        self.structure_check = structure_check
+        self.sample = sample
         self.seed = seed
 
-    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+    def _validate(self) -> None:
+        if self.normal_by not in NORMAL_RULES:
+            raise ValueError(f"normal_by={self.normal_by!r}: choose one of {', '.join(NORMAL_RULES)}")
         if not 0.0 < self.min_normal_share < 1.0 or not 0.0 <= self.min_separability <= 1.0:
             raise ValueError("min_normal_share must lie in (0, 1) and min_separability in [0, 1]")
+        if isinstance(self.sample, bool) or int(self.sample) != self.sample or self.sample < 10:
+            raise ValueError(f"sample={self.sample}: an integer >= 10")
+
+    def _separation(self, x: np.ndarray) -> float:
+        """Silhouette of Ward's max(2, K − 1) clusters of ``x`` (−1 when fewer images than that + 1)."""
+        from sklearn.metrics import silhouette_score
+
+        k = max(2, self.n_clusters - 1)
+        if len(x) <= k:
+            return -1.0
+        labels = _ward(x, k)
+        if len(np.unique(labels)) < 2:
+            return -1.0
+        return float(silhouette_score(x, labels, sample_size=min(len(x), int(self.sample)), random_state=self.seed))
+
+    def _normal(self, embeddings: Embeddings, n: int, threshold: float | None) -> tuple[np.ndarray | None, float | None, float | None]:
+        """(normal-looking images or None when the embeddings carry no verdict, Otsu's η (None: not a score split),
+        the score threshold used)."""
+        key = "has_region" if self.normal_by == "region" else "image_scores"
+        values = embeddings.info.get(key)
+        if values is None:
+            if self.normal_by == "region":
+                raise ValueError("normal_by='region' needs info['has_region'] (the binarizer's verdict per image), which the "
+                                 "multiview representation passes; this representation does not")
+            return None, None, None
+        if len(values) != n:
+            raise ValueError(f"info[{key!r}] holds {len(values)} entries for {n} images")
+        if self.normal_by == "region":
+            return ~np.asarray(values, bool), None, None
+        s = np.log(np.maximum(np.asarray(values, np.float64), 1e-12))
+        eta = 1.0
+        if threshold is None:
+            threshold, eta = otsu_split(s)
+        return s <= threshold, float(eta), float(threshold)
+
+    def fit_predict(self, embeddings: Embeddings) -> Clustering:
+        self._validate()
         x = embeddings.image_vectors().astype(np.float64)
         _check(x, self.n_clusters)
-        scores = embeddings.info.get("image_scores")
-        if scores is not None and len(scores) != len(x):
-            raise ValueError(f"info['image_scores'] holds {len(scores)} scores for {len(x)} images")
         k = self.n_clusters
-        if scores is None:  # a representation that passes no scores: nothing to set aside
-            normal, eta = np.zeros(len(x), bool), 0.0
-        else:
-            s = np.log(np.maximum(np.asarray(scores, np.float64), 1e-12))
-            threshold, eta = otsu_split(s)
-            normal = s <= threshold
-        use = k >= 2 and normal.mean() >= self.min_normal_share and eta >= self.min_separability and (~normal).sum() >= k - 1
+        normal, eta, threshold = self._normal(embeddings, len(x), None)
+        if normal is None:  # a representation that passes no scores: nothing to set aside
+            normal = np.zeros(len(x), bool)
+        clear = self.normal_by == "region" or (eta is not None and eta >= self.min_separability)
+        use = k >= 2 and normal.mean() >= self.min_normal_share and clear and (~normal).sum() >= k - 1
+        structure: dict[str, float] = {}
+        if use and self.normal_by == "region" and self.structure_check:
+            structure = {"silhouette_normal": self._separation(x[normal]), "silhouette_rest": self._separation(x[~normal])}
+            use = structure["silhouette_normal"] < structure["silhouette_rest"]
         labels = np.full(len(x), k - 1, dtype=np.int64)
         if use:
             rest = np.flatnonzero(~normal)
@@ -87,8 +140,25 @@ class NormalFirstClusterer(_Centroids):
         else:
             labels = _ward(x, k)
         self._remember(x, labels)
-        info = {"normal_set_aside": bool(use), "normal_share": float(normal.mean()), "otsu_eta": float(eta)}
+        self.normal_set_aside_ = bool(use)
+        self.score_threshold_ = threshold
+        info = {"normal_set_aside": bool(use), "normal_by": self.normal_by, "normal_share": float(normal.mean()), **structure}
+        if eta is not None:
+            info["otsu_eta"] = float(eta)
         return Clustering(labels, k, info=info)
+
+    def predict(self, embeddings: Embeddings) -> Clustering:
+        if not hasattr(self, "normal_set_aside_"):
+            raise RuntimeError("NormalFirstClusterer is not fitted: call fit_predict first")
+        if not self.normal_set_aside_:
+            return super().predict(embeddings)
+        x = embeddings.image_vectors()
+        normal, _, _ = self._normal(embeddings, len(x), self.score_threshold_)
+        if normal is None:
+            raise ValueError("the normal cluster was set aside by image scores; predict needs info['image_scores'] too")
+        labels = np.full(len(x), self.n_clusters - 1, dtype=np.int64)
+        labels[~normal] = nearest_centroid(x[~normal], self.centroids_[: self.n_clusters - 1])
+        return Clustering(labels, self.n_clusters, info={"assigned_by": f"normal by {self.normal_by}, else nearest type centroid"})
 
 
 def _ward(x: np.ndarray, k: int) -> np.ndarray:

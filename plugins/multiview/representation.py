@@ -63,6 +63,14 @@ def _log_scores(maps: AnomalyMaps) -> np.ndarray:
     return np.log(np.maximum(np.asarray(maps.scores, np.float64), 1e-12))
 
 
+def _has_region(regions: Regions, n: int) -> list[bool]:
+    """Per image, whether the binarizer gave it any region (its mask is not empty)."""
+    masks = np.asarray(regions.masks)
+    if len(masks) != n:
+        raise ValueError(f"{len(masks)} masks for {n} images")
+    return [bool(v) for v in masks.reshape(n, -1).any(1)]
+
+
 class MultiViewDescriptor(Representation):
     """Deep-stage mean/std statistics of the whole image (context) and of a full-resolution crop around its anomaly.
 
@@ -76,7 +84,8 @@ class MultiViewDescriptor(Representation):
     :data:`VIEW_TRANSFORMS`, e.g. PCA to ``view_dims`` components), multiplied by its ``view_weights`` entry and concatenated; ``crop_gate``
     weights the crop view per image (:data:`CROP_GATES`), so images that look normal are described by their other
     views only (a crop of a good image's highest point describes where it lands, not a defect); the image scores
-    of the maps travel in ``info["image_scores"]`` for clusterers that set the normal images aside first.
+    of the maps travel in ``info["image_scores"]``, and whether the binarizer gave each image a region in
+    ``info["has_region"]``, for clusterers that set the normal images aside first.
     """
 
     def __init__(
@@ -168,10 +177,7 @@ class MultiViewDescriptor(Representation):
         if self.crop_gate == "score":
             return (_log_scores(maps) > self.score_threshold_).astype(np.float32)
         if self.crop_gate == "mask":
-            masks = np.asarray(regions.masks)
-            if len(masks) != n:
-                raise ValueError(f"crop_gate='mask': {len(masks)} masks for {n} images")
-            return masks.reshape(n, -1).any(1).astype(np.float32)
+            return np.asarray(_has_region(regions, n), np.float32)
         return np.ones(n, np.float32)
 
     def _embed(self, blocks: list[np.ndarray], maps: AnomalyMaps, regions: Regions) -> Embeddings:
@@ -182,7 +188,7 @@ class MultiViewDescriptor(Representation):
                  for b, st, w, v in zip(blocks, self.view_states_, self.view_weights, self.views)]
         dims = [int(p.shape[1]) for p in parts]
         info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)],
-                "crop_share": float(gate.mean())}
+                "has_region": _has_region(regions, len(maps)), "crop_share": float(gate.mean())}
         return Embeddings.per_image(np.concatenate(parts, axis=1).astype(np.float32), info)
 
     def fit(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> "MultiViewDescriptor":

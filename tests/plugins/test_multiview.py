@@ -84,6 +84,53 @@ def test_normal_first_sets_a_low_score_majority_aside() -> None:
         NormalFirstClusterer(n_clusters=4, min_normal_share=1.5).fit_predict(emb)
 
 
+def test_normal_first_by_region_sets_the_images_without_a_region_aside() -> None:
+    x, truth = _blobs(3, 20)
+    rng = np.random.default_rng(2)
+    normal_x = rng.normal(0, 0.5, (90, x.shape[1])).astype(np.float32)
+    x = np.concatenate([x, normal_x])
+    has_region = np.r_[np.ones(60, bool), np.zeros(90, bool)]
+    has_region[[0, 25]] = False  # two defects the binarizer missed: they go with the normals
+    scores = np.ones(len(x)).tolist()  # flat scores: the score rule could not split them
+    emb = Embeddings.per_image(x, {"image_scores": scores, "has_region": has_region.tolist()})
+    model = NormalFirstClusterer(n_clusters=4, normal_by="region")
+    res = model.fit_predict(emb)
+    assert res.info["normal_set_aside"] and res.info["normal_share"] == pytest.approx(92 / 150)
+    assert np.all(res.labels[~has_region] == 3) and not np.any(res.labels[has_region] == 3)
+    kept = has_region[:60]
+    assert normalized_mutual_info_score(truth[kept], res.labels[:60][kept]) == pytest.approx(1.0)
+    assert not NormalFirstClusterer(n_clusters=4, normal_by="score").fit_predict(emb).info["normal_set_aside"]
+    # predict: the same verdict for new images; the others go to the nearest type centroid, never the normal one
+    new = Embeddings.per_image(x[[1, 30, 70]], {"has_region": [True, True, False]})
+    assert model.predict(new).labels.tolist() == [res.labels[1], res.labels[30], 3]
+    # a minority without a region (most images defective): Ward on all, as if there were no rule
+    few = has_region.copy()
+    few[60:130] = True
+    plain = NormalFirstClusterer(n_clusters=4, normal_by="region").fit_predict(Embeddings.per_image(x, {"has_region": few.tolist()}))
+    assert not plain.info["normal_set_aside"]
+    ward = AgglomerativeClustering(n_clusters=4, linkage="ward").fit_predict(x.astype(np.float64))
+    assert normalized_mutual_info_score(ward, plain.labels) == pytest.approx(1.0)
+    # every image defective, most of several types left without a region by a set-level gate: the empty group splits
+    # clearly into its types, so it is not one normal population and nothing is set aside
+    y, types = _blobs(5, 30, seed=3)
+    empty = types < 4  # four types empty, one with regions: 80 % without a region
+    defective = Embeddings.per_image(y, {"has_region": (~empty).tolist()})
+    checked = NormalFirstClusterer(n_clusters=5, normal_by="region").fit_predict(defective)
+    assert not checked.info["normal_set_aside"] and checked.info["silhouette_normal"] > checked.info["silhouette_rest"]
+    assert normalized_mutual_info_score(types, checked.labels) == pytest.approx(1.0)
+    unchecked = NormalFirstClusterer(n_clusters=5, normal_by="region", structure_check=False).fit_predict(defective)
+    assert unchecked.info["normal_set_aside"] and normalized_mutual_info_score(types, unchecked.labels) < 0.7
+    assert res.info["silhouette_normal"] < res.info["silhouette_rest"]  # the normals above: one population
+    with pytest.raises(ValueError, match="has_region"):
+        NormalFirstClusterer(n_clusters=4, normal_by="region").fit_predict(Embeddings.per_image(x, {"image_scores": scores}))
+    with pytest.raises(ValueError, match="entries"):
+        NormalFirstClusterer(n_clusters=4, normal_by="region").fit_predict(Embeddings.per_image(x, {"has_region": [True]}))
+    with pytest.raises(ValueError, match="normal_by"):
+        NormalFirstClusterer(n_clusters=4, normal_by="mask").fit_predict(emb)
+    with pytest.raises(RuntimeError):
+        NormalFirstClusterer(n_clusters=4).predict(emb)
+
+
 def test_consensus_recovers_blobs_reproducibly_by_seed() -> None:
     x, truth = _blobs(4, 15, d=12)
     emb = Embeddings.per_image(x)
@@ -109,6 +156,9 @@ def test_co_association_counts_shared_clusters() -> None:
 
 def test_clusterers_pass_the_conformance_kit() -> None:
     testing.check_plugin("clusterer", NormalFirstClusterer)
+    emb, truth = testing.example_embeddings(3)
+    with_regions = Embeddings(emb.vectors, emb.image_index, emb.n_images, emb.weights, {**emb.info, "has_region": [True] * emb.n_images})
+    testing.check_clusterer(NormalFirstClusterer, with_regions, truth, normal_by="region")
     testing.check_plugin("clusterer", ConsensusClusterer, n_runs=6)
 
 
@@ -122,6 +172,7 @@ def test_representation_conformance_and_views(tmp_path) -> None:
         emb = est.fit_transform(images, maps, regions)
         assert emb.vectors.shape[0] == len(images) and sum(emb.info["view_dims"]) == emb.vectors.shape[1]
         assert emb.info["image_scores"] == pytest.approx(np.asarray(maps.scores).tolist())
+        assert emb.info["has_region"] == np.asarray(regions.masks).reshape(len(images), -1).any(1).tolist()
         ctx = MultiViewDescriptor(views=("context",), view_weights=(1.0,), **SMALL).fit_transform(images, maps, regions)
         assert np.allclose(emb.vectors[:, : ctx.vectors.shape[1]], ctx.vectors, atol=1e-5)  # the context view is the first block
         assert (tmp_path / "multiview").is_dir()  # views cached by content, one verified entry per view
