@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from scipy import ndimage
 
-from anomaly_clustering import cli
+from anomaly_clustering import cli, config, registry
 from conftest import FAST_FIT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,9 @@ def test_print_config_and_yaml_config(tmp_path, example_data, capsys):
     assert code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["localizer"]["name"] == "color-stats" and printed["localizer"]["window"] == 5
-    assert printed["clusterer"]["name"] == "ward"
+    default_clusterer = registry.get_plugin("classifier", config.DEFAULT_CLASSIFIER).parts()["clusterer"]
+    assert printed["clusterer"]["name"] == default_clusterer["name"]  # the default classifier's part, options included
+    assert all(printed["clusterer"][k] == v for k, v in default_clusterer.items() if k != "name")
     # the printed config is a valid --config file; the command line still overrides it
     printed["run"] = str(tmp_path / "from_yaml")
     printed["quiet"] = True
