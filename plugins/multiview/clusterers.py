@@ -119,6 +119,18 @@ class NormalFirstClusterer(_Centroids):
             threshold, eta = otsu_split(s)
         return s <= threshold, float(eta), float(threshold)
 
+    def _set_aside(self, x: np.ndarray, normal: np.ndarray, eta: float | None) -> tuple[bool, dict[str, float]]:
+        """Whether the normal-looking group becomes one cluster (the rule's conditions), and the structure check's
+        silhouettes when it ran."""
+        k = self.n_clusters
+        clear = self.normal_by == "region" or (eta is not None and eta >= self.min_separability)
+        if not (k >= 2 and normal.mean() >= self.min_normal_share and clear and (~normal).sum() >= k - 1):
+            return False, {}
+        if self.normal_by != "region" or not self.structure_check:
+            return True, {}
+        structure = {"silhouette_normal": self._separation(x[normal]), "silhouette_rest": self._separation(x[~normal])}
+        return structure["silhouette_normal"] < structure["silhouette_rest"], structure
+
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
         self._validate()
         x = embeddings.image_vectors().astype(np.float64)
@@ -127,12 +139,7 @@ class NormalFirstClusterer(_Centroids):
         normal, eta, threshold = self._normal(embeddings, len(x), None)
         if normal is None:  # a representation that passes no scores: nothing to set aside
             normal = np.zeros(len(x), bool)
-        clear = self.normal_by == "region" or (eta is not None and eta >= self.min_separability)
-        use = k >= 2 and normal.mean() >= self.min_normal_share and clear and (~normal).sum() >= k - 1
-        structure: dict[str, float] = {}
-        if use and self.normal_by == "region" and self.structure_check:
-            structure = {"silhouette_normal": self._separation(x[normal]), "silhouette_rest": self._separation(x[~normal])}
-            use = structure["silhouette_normal"] < structure["silhouette_rest"]
+        use, structure = self._set_aside(x, normal, eta)
         labels = np.full(len(x), k - 1, dtype=np.int64)
         if use:
             rest = np.flatnonzero(~normal)
