@@ -100,7 +100,7 @@ class NormalFirstClusterer(_Centroids):
         return float(silhouette_score(x, labels, sample_size=min(len(x), int(self.sample)), random_state=self.seed))
 
     def _normal(self, embeddings: Embeddings, n: int, threshold: float | None) -> tuple[np.ndarray | None, float | None, float | None]:
-        """(normal-looking images or None when the embeddings carry no verdict, Otsu's η (None: not a score split),
+        """(normal-looking images or None when the embeddings carry no verdict, Otsu's η (None: no split made here),
         the score threshold used)."""
         key = "has_region" if self.normal_by == "region" else "image_scores"
         values = embeddings.info.get(key)
@@ -114,9 +114,9 @@ class NormalFirstClusterer(_Centroids):
         if self.normal_by == "region":
             return ~np.asarray(values, bool), None, None
         s = np.log(np.maximum(np.asarray(values, np.float64), 1e-12))
-        eta = 1.0
-        if threshold is None:
-            threshold, eta = otsu_split(s)
+        if threshold is not None:  # predict: the threshold learned in fit
+            return s <= threshold, None, float(threshold)
+        threshold, eta = otsu_split(s)
         return s <= threshold, float(eta), float(threshold)
 
     def _set_aside(self, x: np.ndarray, normal: np.ndarray, eta: float | None) -> tuple[bool, dict[str, float]]:
