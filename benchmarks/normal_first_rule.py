@@ -44,6 +44,7 @@ def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from anomaly_clustering.benchmarking import gap_closed, load_suite
+    from anomaly_clustering.kselect import estimate_k
     from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
     from anomaly_clustering.records import Embeddings
 
@@ -74,7 +75,7 @@ def main() -> None:
             has_region = d["gate_mask"] > 0
             x = descriptor({n[6:]: d[n] for n in d.files if n.startswith("block_")}, has_region)
             info = {"has_region": has_region.tolist(), "image_scores": np.asarray(d["scores"], np.float64).tolist()}
-            row = {"file": f.name, "empty_share": float((~has_region).mean()),
+            row = {"file": f.name, "k": k, "empty_share": float((~has_region).mean()),
                    "good_in_empty": float((true[~has_region] == good).mean()) if good is not None and (~has_region).any() else None}
             for name, options in rules.items():
                 if options is None:
@@ -99,6 +100,11 @@ def main() -> None:
                 row["default, rest without avg512"] = {"nmi": v, "g": gap_closed(v, floor), "set_aside": True}
             else:
                 row["default, rest without avg512"] = dict(default)
+            # K unknown: `auto` reads the whole embedding; where the group is set aside, 1 + the estimate on the rest
+            row["K auto (all)"] = int(estimate_k(x.astype(np.float64), 2, 10, "auto", seed=0)[0])
+            rest = np.flatnonzero(has_region)
+            row["K auto (1 + rest)"] = (1 + int(estimate_k(x[rest].astype(np.float64), 2, 10, "auto", seed=0)[0])
+                                        if default["set_aside"] and len(rest) > 11 else row["K auto (all)"])
             rows.append(row)
         results[s.name] = rows
         print(f"\n{s.name} ({len(rows)} seeds): images without a region "
@@ -107,6 +113,9 @@ def main() -> None:
         sil = [r.get("silhouettes (empty, with region)") for r in rows]
         if any(sil):
             print("  silhouettes empty vs with region: " + ", ".join(f"{a:.3f} vs {b:.3f}" for a, b in (p for p in sil if p)))
+        print("  K auto on the whole embedding " + ", ".join(str(r["K auto (all)"]) for r in rows)
+              + f" (truth {rows[0]['k']}); 1 + K auto on the images with a region where the group is set aside "
+              + ", ".join(str(r["K auto (1 + rest)"]) for r in rows))
         for name in [*rules, "default, rest without avg512"]:
             vals = [r[name]["nmi"] for r in rows]
             gs = [r[name]["g"] for r in rows]

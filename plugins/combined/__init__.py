@@ -14,6 +14,6 @@ Usage (Python)::
 Usage (CLI): ``anomaly-cluster fit --data my_images/ --localizer fca-mutual``.
 """
 
-from .localizer import CombinedLocalizer
+from .localizer import CombinedLocalizer, FCANearestLocalizer
 
-__all__ = ["CombinedLocalizer"]
+__all__ = ["CombinedLocalizer", "FCANearestLocalizer"]

@@ -21,6 +21,13 @@ from .torch_model import RULES, merge, resize_maps, robust_scale
 #: Options of the members that the combined localizer's own settings fill unless ``member_options`` gives them.
 _SHARED = ("backbone", "backbone_weights", "input_size", "seed")
 _DEFAULT_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {"mutual": {"input_size": 128}}
+#: ``fca-nearest``'s across-set member: FCA's own features (same backbone, layers and 512 px: one feature cache),
+#: pooled 2×2, each patch to unit length, scored by its distance to the nearest patch of 64 other images of the set.
+_NEAREST_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {
+    "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 64}
+}
+#: The combined localizers' own names: none can be a member of another.
+COMBINED = ("fca-mutual", "fca-nearest")
 
 
 class CombinedLocalizer(Localizer):
@@ -39,6 +46,9 @@ class CombinedLocalizer(Localizer):
     """
 
     uses_global_rng: ClassVar[bool] = False  # every member draws from its own seed
+    method_name: ClassVar[str] = "fca-mutual"
+    #: Member options used when ``member_options`` is not given.
+    default_member_options: ClassVar[dict[str, dict[str, Any]]] = _DEFAULT_MEMBER_OPTIONS
 
     def __init__(
         self,
@@ -64,7 +74,7 @@ class CombinedLocalizer(Localizer):
     def _validate(self) -> None:
         if not self.members or len(set(self.members)) != len(self.members):
             raise ValueError(f"CombinedLocalizer: members must name one or more distinct localizers, got {self.members}")
-        if "fca-mutual" in self.members:
+        if any(m in COMBINED for m in self.members):
             raise ValueError("CombinedLocalizer: a combined localizer cannot be its own member")
         if self.rule not in RULES:
             raise ValueError(f"CombinedLocalizer: rule must be one of {', '.join(RULES)}, got {self.rule!r}")
@@ -79,7 +89,7 @@ class CombinedLocalizer(Localizer):
         import inspect
 
         params = inspect.signature(registry.get_plugin("localizer", name).__init__).parameters
-        given = dict((_DEFAULT_MEMBER_OPTIONS if self.member_options is None else {}).get(name, {}))
+        given = dict((self.default_member_options if self.member_options is None else {}).get(name, {}))
         given.update((self.member_options or {}).get(name, {}))
         shared = {k: getattr(self, k) for k in _SHARED if k in params}
         return {**shared, **given}
@@ -97,7 +107,7 @@ class CombinedLocalizer(Localizer):
         merged = merge(standardised, self.rule)
         scores = topk_mean(merged, float(self.top_fraction))
         info = {
-            "method": "fca-mutual" if tuple(self.members) == ("fca-vae", "mutual") else "combined",
+            "method": self.method_name if tuple(self.members) == ("fca-vae", "mutual") else "combined",
             "members": list(self.members), "rule": self.rule, "scales": [list(s) for s in self.scales_],
             "member_info": {name: o.info for name, o in zip(self.members, outputs)},
             "timings": {"total_s": time.perf_counter() - start},
@@ -124,3 +134,31 @@ class CombinedLocalizer(Localizer):
         check_is_fitted(self, "scales_")
         start = time.perf_counter()
         return self._merge(images, [m.predict(images) for m in self.members_], start)
+
+
+class FCANearestLocalizer(CombinedLocalizer):
+    """FCA+VAE's map beside each patch's distance to its nearest patch in 64 other images of the set (`fca-nearest`).
+
+    The across-set member is ``mutual`` on FCA's own features (``_NEAREST_MEMBER_OPTIONS``: 512 px, pooled 2×2,
+    unit-length patches, the nearest patch over the whole reference sample, no smoothing), so the backbone runs once
+    for both. FCA scores a patch against its own image: a structure rare in one image but common in the set (a
+    trace's corner, a pad) is as bright as a defect; its nearest patch in another image is close, which pulls it
+    down. Both maps are standardised by their median / MAD over the set and averaged; the image score is the
+    merged map's maximum (``top_fraction=0``). Figures: benchmarks/README.md, *fca-nearest*.
+    """
+
+    method_name: ClassVar[str] = "fca-nearest"
+    default_member_options: ClassVar[dict[str, dict[str, Any]]] = _NEAREST_MEMBER_OPTIONS
+
+    def __init__(
+        self,
+        members: tuple[str, ...] = ("fca-vae", "mutual"),
+        member_options: Mapping[str, Mapping[str, Any]] | None = None,
+        rule: str = "mean",
+        top_fraction: float = 0.0,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        input_size: int = 512,
+        seed: int = 0,
+    ):
+        super().__init__(members, member_options, rule, top_fraction, backbone, backbone_weights, input_size, seed)

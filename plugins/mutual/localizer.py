@@ -29,6 +29,10 @@ from .torch_model import (
     self_scores,
 )
 
+#: How patch vectors are put on one scale: ``layer`` (each backbone layer LayerNorm-ed and weighted 1/√C, MuSc's) or
+#: ``l2`` (each patch vector to unit length: cosine distances, as FCA's features are compared in ``fca-nearest``).
+NORMALIZATIONS = ("layer", "l2")
+
 _BLOCK = 128  # images per block when normalising / scoring (bounds memory at any set size)
 
 
@@ -40,7 +44,9 @@ class MutualLocalizer(Localizer):
     ``reference_images`` images sampled from the set (``seed``; each image excluded from its own reference), so the
     cost is linear in the set size. Maps are upsampled to ``map_size`` and smoothed (``sigma``, in feature cells);
     the image score is the mean of the map's top ``top_fraction`` (robust where the max is not). With
-    ``normal_images`` the reference is sampled from those clean images instead ("reference" mode).
+    ``normal_images`` the reference is sampled from those clean images instead ("reference" mode). ``pool`` averages
+    the feature grid ``pool``×``pool`` first (fewer, coarser patches); ``normalize="l2"`` compares unit-length patch
+    vectors (cosine) instead of per-layer LayerNorm-ed ones (:data:`NORMALIZATIONS`; ``fca-nearest``'s member).
 
     Within-image evidence (``self_weight`` > 0; issue #19): a patch is also scored against its own image's patches
     farther than ``self_radius`` cells (mean of the smallest ``self_quantile`` share of those distances): a defect
@@ -71,6 +77,8 @@ class MutualLocalizer(Localizer):
         self_radius: int = 2,
         self_quantile: float = 0.5,
         map_size: int | None = None,
+        pool: int = 1,
+        normalize: str = "layer",
         device: str | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         seed: int = 0,
@@ -90,6 +98,8 @@ class MutualLocalizer(Localizer):
         self.self_radius = self_radius
         self.self_quantile = self_quantile
         self.map_size = map_size
+        self.pool = pool
+        self.normalize = normalize
         self.device = device
         self.max_elements = max_elements
         self.seed = seed
@@ -116,6 +126,10 @@ class MutualLocalizer(Localizer):
             raise ValueError(f"MutualLocalizer: self_quantile must be in (0, 1], got {self.self_quantile}")
         if self.map_size is not None and int(self.map_size) < 1:
             raise ValueError(f"MutualLocalizer: map_size must be positive, got {self.map_size}")
+        if isinstance(self.pool, bool) or int(self.pool) != self.pool or int(self.pool) < 1:
+            raise ValueError(f"MutualLocalizer: pool must be an integer >= 1, got {self.pool}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"MutualLocalizer: normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         self._device()
 
     def _device(self) -> torch.device:
@@ -128,8 +142,12 @@ class MutualLocalizer(Localizer):
     def _patches(self, feats: FeatureArray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
         """B×P×D patch vectors of images ``rows`` (normalised, aggregated, projected), float32 on ``device``."""
         x = feats.batch(rows.tolist()).to(device)
-        z = aggregate(normalize_layers(x, self.channels_), [int(r) for r in self.degrees])
+        if int(self.pool) > 1:
+            x = F.avg_pool2d(x, int(self.pool))
+        z = aggregate(normalize_layers(x, self.channels_) if self.normalize == "layer" else x, [int(r) for r in self.degrees])
         z = z.flatten(2).transpose(1, 2)
+        if self.normalize == "l2":
+            z = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         if self.projection_ is not None:
             mean, axes = (t.to(device) for t in self.projection_)
             z = (z - mean) @ axes
@@ -159,7 +177,7 @@ class MutualLocalizer(Localizer):
             ref = (ref - self.projection_[0]) @ self.projection_[1]
         self.reference_ = ref.half()  # M×P×D, CPU, pickled with the run
         self.reference_digests_ = tuple(reference.digests[i] for i in keep)
-        self.grid_ = tuple(int(v) for v in feats.shape[-2:])
+        self.grid_ = tuple(int(v) // int(self.pool) for v in feats.shape[-2:])
         self.scales_ = self._scales(device) if float(self.self_weight) > 0 else None
         self.mode_ = "mutual" if reference is images else "reference"
         self.fit_seconds_ = time.perf_counter() - start
@@ -196,7 +214,7 @@ class MutualLocalizer(Localizer):
         device = self._device()
         feats = extract_features(images, self._spec())
         t_feat = time.perf_counter() - start
-        h, w = feats.shape[-2:]
+        h, w = (int(v) // int(self.pool) for v in feats.shape[-2:])
         side = int(self.map_size) if self.map_size else max(h, int(self.input_size) // 2)
         lookup = {d: j for j, d in enumerate(self.reference_digests_)}
         exclude = torch.tensor([lookup.get(d, -1) for d in images.digests], dtype=torch.long)

@@ -135,3 +135,57 @@ def test_an_unknown_member_is_named(object_run):
 
 def test_conformance(cpu_cache):
     check_localizer(CombinedLocalizer, input_size=64, member_options={"fca-vae": {"vae_iterations": 20}, "mutual": {"reference_images": 4}})
+
+
+# -- fca-nearest: FCA+VAE beside the nearest patch of other images -------------------------------------------------
+def _pad_images(folder, n=16, size=128, seed=0):
+    """Every image has one dark square pad at a random place (rare inside the image, common in the set: what FCA
+    lights up on a circuit board); every second image also has a small bright spot (the defect). Returns the set and
+    which images are defective."""
+    from PIL import Image
+
+    from anomaly_clustering.data import load_image_set
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    bad = np.arange(n) % 2 == 0
+    for i in range(n):
+        img = 0.6 + rng.normal(0, 0.01, (size, size))
+        py, px = 16 * rng.integers(1, size // 16 - 2, 2)  # on the 16 px grid, as a board's pads and traces repeat
+        img[py : py + 16, px : px + 16] = 0.15
+        if bad[i]:
+            while True:
+                cy, cx = rng.integers(12, size - 12, 2)
+                if abs(cy - py - 8) > 20 or abs(cx - px - 8) > 20:
+                    break
+            img = np.where(np.hypot(yy - cy, xx - cx) < 5, 0.95, img)
+        rgb = np.clip(np.repeat(img[..., None], 3, axis=2), 0, 1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return load_image_set(folder), bad
+
+
+def test_fca_nearest_ranks_images_where_fca_lights_up_a_structure_every_image_has(cpu_cache, tmp_path):
+    from anomaly_clustering.plugins.combined import FCANearestLocalizer
+
+    images, bad = _pad_images(tmp_path / "pads")
+    loc = FCANearestLocalizer(input_size=128, member_options={"fca-vae": {"vae_iterations": 200},
+                                                            "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6,
+                                                                       "sigma": 0.0, "map_size": 16, "reference_images": 8}}, seed=0)
+    merged = loc.fit_predict(images)
+    fca = loc.members_[0].predict(images)
+    assert merged.info["method"] == "fca-nearest" and merged.maps.shape == fca.maps.shape
+    assert roc_auc_score(bad, fca.scores) < 0.8, "the set must show FCA's failure: the pad is as bright as the spot"
+    assert roc_auc_score(bad, merged.scores) >= 0.95 and np.allclose(merged.scores, merged.maps.reshape(len(bad), -1).max(1))
+
+
+def test_fca_nearest_members_share_the_features_and_fca_mutual_is_unchanged():
+    from anomaly_clustering.plugins.combined import FCANearestLocalizer
+
+    fca, nearest = FCANearestLocalizer(seed=2)._build()
+    assert (nearest.input_size, nearest.pool, nearest.normalize, nearest.degrees, nearest.reference_images) == (512, 2, "l2", (1,), 64)
+    assert nearest._spec() == fca._spec() and nearest.seed == 2  # one backbone pass, one feature cache for both
+    assert registry.get_plugin("localizer", "fca-nearest") is FCANearestLocalizer
+    assert CombinedLocalizer()._build()[1].input_size == 128 and CombinedLocalizer().top_fraction == 0.01
+    with pytest.raises(ValueError, match="own member"):
+        CombinedLocalizer(members=("fca", "fca-nearest"))._validate()

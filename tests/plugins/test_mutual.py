@@ -228,3 +228,19 @@ def test_conformance(cpu_cache):
     check_localizer(MutualLocalizer, input_size=64, reference_images=4)
     check_localizer(MutualLocalizer, input_size=64, reference_images=4, self_weight=0.5)
     check_binarizer(HysteresisThreshold)
+
+
+def test_pooled_unit_length_patches(object_run):
+    """``pool`` averages the feature grid before scoring (a quarter of the patches at 2), ``normalize="l2"`` puts
+    every patch on the unit sphere (cosine distances, as ``fca-nearest`` compares FCA's features)."""
+    _, images, _, _, _ = object_run
+    loc = MutualLocalizer(input_size=SIZE, reference_images=6, pool=2, normalize="l2", degrees=(1,), quantile=1e-6, seed=0).fit(images)
+    full = MutualLocalizer(input_size=SIZE, reference_images=6, seed=0).fit(images)
+    assert loc.grid_ == tuple(v // 2 for v in full.grid_)
+    norms = loc.reference_.float().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-2)
+    out = loc.predict(images)
+    assert out.maps.shape[1:] == full.predict(images).maps.shape[1:] and np.isfinite(out.maps).all()
+    for bad, name in (({"pool": 0}, "pool"), ({"pool": 1.5}, "pool"), ({"pool": True}, "pool"), ({"normalize": "z"}, "normalize")):
+        with pytest.raises(ValueError, match=name):
+            MutualLocalizer(**bad).fit(images)

@@ -1,0 +1,124 @@
+"""Does the anomaly's shape help tell defect types apart? A small "shape" view beside the default's views.
+
+    ANOMALY_CLUSTERING_CACHE=CACHE python benchmarks/classifier_ablation.py --localizer fca-vae --seeds 0,1,2 --save_blocks BLOCKS
+    ANOMALY_CLUSTERING_CACHE=CACHE python benchmarks/shape_view.py --blocks BLOCKS --localizer fca-vae [--out shape.json]
+
+Per image, from the anomaly map's peak region (the component of :func:`anomaly_boxes`, defined for every image) and
+the image at map resolution: log area share, log elongation (ratio of the principal axes), fill of its bounding box,
+polarity (mean grey inside minus the ring around it, over the image's grey spread), contrast inside, and the log
+image score; each feature standardised over the set. Broken-large against broken-small, missing copper against
+extra copper, a crack against a blowhole are differences of size, shape and polarity that pooled deep features
+average away. Per set × seed: the default (`multiview-all-normal-first`) against the default with the shape view
+at weight 1 and 0.5, Ward on `multiview-all` + shape, and the shape view alone. The maps come from the stage cache
+the first command filled (the same fit configuration), so the views saved there line up image for image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
+from normal_first_rule import descriptor  # noqa: E402
+from view_harness import add_suite_arguments, standardise, ward  # noqa: E402
+
+
+def peak_component(m: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """The connected component containing the map's peak of the pixels above median + level·(peak − median)."""
+    peak = np.unravel_index(int(np.argmax(m)), m.shape)
+    med = float(np.median(m))
+    labels, _ = ndimage.label(m >= med + level * (float(m[peak]) - med))
+    return labels == labels[peak]
+
+
+def shape_features(maps: np.ndarray, scores: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """N×6 raw shape features (see the module docstring); ``grey`` N×H×W at the maps' resolution."""
+    n, h, w = maps.shape
+    out = np.zeros((n, 6))
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        comp = peak_component(np.asarray(maps[i], np.float64))
+        area = int(comp.sum())
+        ys, xs = yy[comp].astype(np.float64), xx[comp].astype(np.float64)
+        cov = np.cov(np.stack([ys, xs])) if area > 1 else np.eye(2) * 0.25
+        ev = np.clip(np.linalg.eigvalsh(np.atleast_2d(cov) + np.eye(2) * 1e-3), 1e-3, None)
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        ring = ndimage.binary_dilation(comp, iterations=2) & ~comp
+        g = grey[i]
+        spread = float(g.std()) + 1e-6
+        inside = float(g[comp].mean())
+        around = float(g[ring].mean()) if ring.any() else float(g.mean())
+        out[i] = (np.log(area / (h * w)), 0.5 * np.log(ev[-1] / ev[0]), area / box, (inside - around) / spread,
+                  float(g[comp].std()) / spread if area > 1 else 0.0, np.log(max(float(scores[i]), 1e-12)))
+    return out
+
+
+def grey_at(images, size: tuple[int, int]) -> np.ndarray:
+    from anomaly_clustering.data import load_resized
+
+    return np.stack([load_resized(Path(images.root) / name, size).astype(np.float64).mean(2) for name in images.names])
+
+
+def main() -> None:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.benchmarking import gap_closed, load_suite, select_images
+    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
+    from anomaly_clustering.records import Embeddings
+
+    ap = argparse.ArgumentParser()
+    add_suite_arguments(ap, localizer="fca-vae")
+    ap.add_argument("--blocks", required=True, help="the --save_blocks folder of classifier_ablation.py")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    results: dict[str, list] = {}
+    for s in load_suite(args.suite, args.data_root):
+        if args.sets and s.name not in args.sets:
+            continue
+        files = sorted(Path(args.blocks).glob(f"{s.name}_{args.localizer}_seed*.npz"))
+        if not files:
+            continue
+        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+        rows = []
+        for f in files:
+            d = np.load(f)
+            seed = int(f.stem.rsplit("_seed", 1)[1])
+            true, k, floor = d["true"], int(d["k"]), float(d["floor"])
+            maps = _fit(images, args.localizer, "average", seed, k, []).maps
+            m = np.asarray(maps.maps)
+            raw = shape_features(m, np.asarray(maps.scores), grey_at(images, m.shape[1:]))
+            shape = standardise((raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9))
+            has_region = d["gate_mask"] > 0
+            base = descriptor({n[6:]: d[n] for n in d.files if n.startswith("block_")}, has_region).astype(np.float64)
+            info = {"has_region": has_region.tolist(), "image_scores": np.asarray(d["scores"], np.float64).tolist()}
+
+            def normal_first(x: np.ndarray) -> float:
+                res = NormalFirstClusterer(n_clusters=k, normal_by="region").fit_predict(Embeddings.per_image(x.astype(np.float32), info))
+                return float(nmi(true, res.labels))
+
+            row = {"seed": seed, "floor": floor,
+                   "default": normal_first(base),
+                   "default + shape": normal_first(np.concatenate([base, shape], 1)),
+                   "default + shape x0.5": normal_first(np.concatenate([base, 0.5 * shape], 1)),
+                   "ward(multiview-all + shape)": float(nmi(true, ward(np.concatenate([base, shape], 1), k))),
+                   "ward(multiview-all)": float(nmi(true, ward(base, k))),
+                   "shape alone": float(nmi(true, ward(shape, k)))}
+            rows.append(row)
+            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n not in ("seed",)), flush=True)
+        results[s.name] = rows
+        for name in [n for n in rows[0] if n not in ("seed", "floor")]:
+            v = [r[name] for r in rows]
+            g = [gap_closed(x, r["floor"]) for x, r in zip(v, rows)]
+            print(f"  {s.name:<13} {name:<30} NMI {np.mean(v):.3f} ± {np.std(v):.3f}   g {np.mean(g):+.3f} (worst {min(g):+.3f})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
