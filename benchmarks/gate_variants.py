@@ -12,7 +12,6 @@ region, the share of defective images with one, and on how many seeds the normal
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from normal_first_rule import descriptor, good_label  # noqa: E402
-from view_harness import add_suite_arguments  # noqa: E402
+from view_harness import saved_view_sets, saved_views_parser  # noqa: E402
 
 
 def verdicts(maps, images) -> dict[str, np.ndarray]:
@@ -43,21 +42,13 @@ def verdicts(maps, images) -> dict[str, np.ndarray]:
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.benchmarking import gap_closed, load_suite, select_images
+    from anomaly_clustering.benchmarking import gap_closed
     from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
     from anomaly_clustering.records import Embeddings
 
-    ap = argparse.ArgumentParser()
-    add_suite_arguments(ap, localizer="fca-vae")
-    ap.add_argument("--blocks", required=True, help="the --save_blocks folder of classifier_ablation.py")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = saved_views_parser().parse_args()
     results: dict[str, dict] = {}
-    for s in load_suite(args.suite, args.data_root):
-        files = sorted(Path(args.blocks).glob(f"{s.name}_{args.localizer}_seed*.npz"))
-        if (args.sets and s.name not in args.sets) or not files:
-            continue
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+    for s, images, files in saved_view_sets(args):
         good = good_label(s)
         rows: dict[str, list] = {}
         for f in files:

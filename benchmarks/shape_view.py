@@ -15,7 +15,6 @@ the first command filled (the same fit configuration), so the views saved there 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from normal_first_rule import descriptor  # noqa: E402
-from view_harness import add_suite_arguments, standardise, ward  # noqa: E402
+from view_harness import saved_view_sets, saved_views_parser, standardise, ward  # noqa: E402
 
 
 def peak_component(m: np.ndarray, level: float = 0.5) -> np.ndarray:
@@ -68,23 +67,13 @@ def grey_at(images, size: tuple[int, int]) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.benchmarking import gap_closed, load_suite, select_images
+    from anomaly_clustering.benchmarking import gap_closed
     from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
     from anomaly_clustering.records import Embeddings
 
-    ap = argparse.ArgumentParser()
-    add_suite_arguments(ap, localizer="fca-vae")
-    ap.add_argument("--blocks", required=True, help="the --save_blocks folder of classifier_ablation.py")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = saved_views_parser().parse_args()
     results: dict[str, list] = {}
-    for s in load_suite(args.suite, args.data_root):
-        if args.sets and s.name not in args.sets:
-            continue
-        files = sorted(Path(args.blocks).glob(f"{s.name}_{args.localizer}_seed*.npz"))
-        if not files:
-            continue
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+    for s, images, files in saved_view_sets(args):
         rows = []
         for f in files:
             d = np.load(f)

@@ -21,6 +21,29 @@ def add_suite_arguments(ap: argparse.ArgumentParser, localizer: str) -> None:
     ap.add_argument("--seeds", default="0,1,2")
 
 
+def saved_views_parser(localizer: str = "fca-vae") -> argparse.ArgumentParser:
+    """The options of a harness over the views ``classifier_ablation.py --save_blocks`` saved: the suite's, the
+    views' folder (``--blocks``) and a JSON output (``--out``)."""
+    ap = argparse.ArgumentParser()
+    add_suite_arguments(ap, localizer=localizer)
+    ap.add_argument("--blocks", required=True, help="the --save_blocks folder of classifier_ablation.py")
+    ap.add_argument("--out", default=None)
+    return ap
+
+
+def saved_view_sets(args: argparse.Namespace, tag: str = ""):
+    """Per suite set chosen by ``args`` with saved views: (suite set, its images, the views' files, one per seed)."""
+    from pathlib import Path
+
+    from anomaly_clustering.benchmarking import load_suite, select_images
+
+    for s in load_suite(args.suite, args.data_root):
+        files = sorted(Path(args.blocks).glob(f"{s.name}_{args.localizer}{tag}_seed*.npz"))
+        if (args.sets and s.name not in args.sets) or not files:
+            continue
+        yield s, select_images(s.data, s.subset, s.subset_seed, s.exclude_good), files
+
+
 def standardise(block: np.ndarray) -> np.ndarray:
     """One view centred and scaled to unit mean norm over the set (``multiview``'s ``view_transform="none"``)."""
     from anomaly_clustering.plugins.multiview.representation import (
