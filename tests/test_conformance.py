@@ -19,6 +19,9 @@ TINY: dict[tuple[str, str], dict] = {
     ("localizer", "fca-vae"): {"vae_iterations": 10, "vae_batch_pixels": 256, "pool_pixels": 4096, "latent": 16},
     ("localizer", "musc"): {"max_reference_images": 8},
     ("localizer", "fca-mutual"): {"member_options": {"fca-vae": {"vae_iterations": 10, "vae_batch_pixels": 256, "latent": 16}, "mutual": {"reference_images": 4}}},
+    ("localizer", "fca-nearest"): {"member_options": {
+        "fca-vae": {"vae_iterations": 10, "vae_batch_pixels": 256, "latent": 16},
+        "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 8, "reference_images": 4}}},
     ("localizer", "anomalib"): {"max_epochs": 1, "batch_size": 8},
     ("representation", "contrastive-head"): {"epochs": 1, "n_self": 4, "n_pool": 8, "n_counter_images": 2, "batch_size": 4},
     ("representation", "mgvit-ncd"): {
