@@ -1,0 +1,76 @@
+"""Let the views vote instead of concatenating them? Two unsupervised ways to combine the default's four views.
+
+    ANOMALY_CLUSTERING_CACHE=CACHE python benchmarks/classifier_ablation.py --localizer fca-vae --seeds 0,1,2 --save_blocks BLOCKS
+    python benchmarks/view_vote.py --blocks BLOCKS [--out vote.json]
+
+Each view that carries a set's types is diluted by the views that do not (DeepPCB: the crop and the eq. 2 views
+against the whole-image ones; NEU-DET: the other way round). Per set × seed, Ward at the true K on `multiview-all`'s
+four views (eq. 2, mean-pooled, deep context, the crop for images with a region) is set against:
+
+- ``consensus``: each view clustered by Ward on its own, the four partitions' co-association matrix cut by average
+  linkage (every view one vote);
+- ``agree-weighted``: each view weighted by its partition's mean NMI with the other views' partitions (a view that
+  agrees with the others is trusted more), then Ward on the concatenation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from view_harness import saved_view_sets, saved_views_parser, ward  # noqa: E402
+
+
+def view_blocks(d) -> dict[str, np.ndarray]:
+    """The default's four standardised views of one saved file (the crop zero where the binarizer found no region)."""
+    has_region = d["gate_mask"] > 0
+    return {"eq2": d["block_eq2"], "avg512": d["block_avg512"], "ctx384": d["block_ctx384"],
+            "crop224": d["block_crop224"] * has_region[:, None]}
+
+
+def combinations(views: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """Labels of Ward on all views, of the views' consensus and of the agreement-weighted concatenation."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    names = list(views)
+    parts = {v: ward(x, k) for v, x in views.items()}
+    agree = np.array([np.mean([nmi(parts[a], parts[b]) for b in names if b != a]) for a in names])
+    co = np.mean([parts[v][:, None] == parts[v][None, :] for v in names], axis=0)
+    consensus = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(1.0 - co)
+    weights = agree / agree.mean()
+    weighted = np.concatenate([views[v] * w for v, w in zip(names, weights)], 1)
+    return {"ward all": ward(np.concatenate(list(views.values()), 1), k), "consensus": consensus,
+            "agree-weighted": ward(weighted, k)}
+
+
+def main() -> None:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.benchmarking import gap_closed
+
+    args = saved_views_parser().parse_args()
+    results: dict[str, list] = {}
+    for s, _, files in saved_view_sets(args):
+        rows = []
+        for f in files:
+            d = np.load(f)
+            true, k, floor = d["true"], int(d["k"]), float(d["floor"])
+            row = {"seed": int(f.stem.rsplit("_seed", 1)[1]), "floor": floor}
+            row.update({n: float(nmi(true, labels)) for n, labels in combinations(view_blocks(d), k).items()})
+            rows.append(row)
+            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
+        results[s.name] = rows
+        for name in [n for n in rows[0] if n not in ("seed", "floor")]:
+            g = [gap_closed(r[name], r["floor"]) for r in rows]
+            print(f"  {s.name:<13} {name:<16} g {np.mean(g):+.3f} (worst {min(g):+.3f})", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
