@@ -26,10 +26,6 @@ _DEFAULT_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {"mutual": {"input_size": 1
 _NEAREST_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {
     "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 64}
 }
-#: The combined localizers' own names: none can be a member of another.
-COMBINED = ("fca-mutual", "fca-nearest")
-
-
 class CombinedLocalizer(Localizer):
     """Merge the maps of several localizers (default: ``fca-vae`` and ``mutual``) into one.
 
@@ -74,7 +70,7 @@ class CombinedLocalizer(Localizer):
     def _validate(self) -> None:
         if not self.members or len(set(self.members)) != len(self.members):
             raise ValueError(f"CombinedLocalizer: members must name one or more distinct localizers, got {self.members}")
-        if any(m in COMBINED for m in self.members):
+        if any(_is_combined(m) for m in self.members):
             raise ValueError("CombinedLocalizer: a combined localizer cannot be its own member")
         if self.rule not in RULES:
             raise ValueError(f"CombinedLocalizer: rule must be one of {', '.join(RULES)}, got {self.rule!r}")
@@ -134,6 +130,16 @@ class CombinedLocalizer(Localizer):
         check_is_fitted(self, "scales_")
         start = time.perf_counter()
         return self._merge(images, [m.predict(images) for m in self.members_], start)
+
+
+def _is_combined(name: str) -> bool:
+    """Whether the localizer registered as ``name`` merges members itself (any subclass, a third party's too); an
+    unknown or broken name is left to :meth:`CombinedLocalizer._build`, which names it."""
+    try:
+        plugin = registry.get_plugin("localizer", name)
+    except registry.PluginError:
+        return False
+    return isinstance(plugin, type) and issubclass(plugin, CombinedLocalizer)
 
 
 class FCANearestLocalizer(CombinedLocalizer):

@@ -189,3 +189,16 @@ def test_fca_nearest_members_share_the_features_and_fca_mutual_is_unchanged():
     assert CombinedLocalizer()._build()[1].input_size == 128 and CombinedLocalizer().top_fraction == 0.01
     with pytest.raises(ValueError, match="own member"):
         CombinedLocalizer(members=("fca", "fca-nearest"))._validate()
+
+
+def test_any_combined_subclass_is_refused_as_a_member(monkeypatch):
+    """Not a list of names: a third party's subclass, registered under any name, cannot be a member either."""
+
+    class ThirdPartyCombined(CombinedLocalizer):
+        pass
+
+    real = registry.get_plugin
+    monkeypatch.setattr(registry, "get_plugin", lambda kind, name: ThirdPartyCombined if name == "their-merge" else real(kind, name))
+    with pytest.raises(ValueError, match="own member"):
+        CombinedLocalizer(members=("fca", "their-merge"))._validate()
+    CombinedLocalizer(members=("fca", "mutual"))._validate()  # ordinary members pass
