@@ -9,7 +9,8 @@ DeepPCB's good boards with the defective ones (image AUROC 64). The across-set e
 backbone features (the stage cache's ``fca-vae`` feature store: tf_efficientnet_lite0 at 512 px, 152 channels, 64×64),
 pooled 2×2 to 32×32 and L2-normalised; every patch's cosine distance to its nearest patch among ``--bank`` images drawn
 from the set (seeded; the image's own patches excluded), by exact search (faiss ``IndexFlatIP``). Each map is
-standardised by its set-wide median / MAD and the two are summed; the image score is the maximum. Also measured:
+standardised by its set-wide median / MAD and the two are summed (or: the geometric mean of their excess over the
+median, their minimum — both must agree); the image score is the maximum (or the top-1 % mean). Also measured:
 FCA's score minus the median FCA score of the patch's 10 nearest bank patches ("calibrated": a structure whose
 look-alikes also score high is normal). Prints PRO@0.3, pixel and image AUROC (at 32×32, the masks resized) per
 set and seed, and seconds per image of the search.
@@ -99,11 +100,18 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / len(images)
             n = len(images)
             own = torch.nn.functional.max_pool2d(torch.from_numpy(fca[:, None].astype(np.float32)), 2)[:, 0].numpy()
+            z_own, z_dist = robust_z(own), robust_z(dist.reshape(n, 32, 32))
             variants = {"fca-vae": own, "nearest-neighbour distance": dist.reshape(n, 32, 32),
-                        "fca-vae + distance (z-scores summed)": robust_z(own) + robust_z(dist.reshape(n, 32, 32)),
+                        "fca-vae + distance (z-scores summed)": z_own + z_dist,
+                        "both, geometric (excess over median)": np.sqrt(np.clip(z_own, 0, None) * np.clip(z_dist, 0, None)),
+                        "both, min": np.minimum(z_own, z_dist),
                         "fca-vae calibrated by its neighbours": calibrated.reshape(n, 32, 32)}
+            scores = {name: m.reshape(n, -1).max(1) for name, m in variants.items()}
+            summed = variants["fca-vae + distance (z-scores summed)"].reshape(n, -1)
+            variants["summed, image score top-1 % mean"] = variants["fca-vae + distance (z-scores summed)"]
+            scores["summed, image score top-1 % mean"] = np.sort(summed, 1)[:, -max(1, summed.shape[1] // 100):].mean(1)
             for name, m in variants.items():
-                r = localization_scores(m, m.reshape(n, -1).max(1), masks, ~normal)
+                r = localization_scores(m, scores[name], masks, ~normal)
                 row = {"set": s.name, "seed": seed, "maps": name, "pro_30": r.pro_30, "auroc_pixel": r.auroc_pixel,
                        "auroc_image": r.auroc_image, "search_s_per_image": seconds}
                 rows.append(row)
