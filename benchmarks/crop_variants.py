@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from normal_first_rule import descriptor  # noqa: E402
-from view_harness import saved_view_sets, saved_views_parser, standardise, ward  # noqa: E402
+from view_harness import (  # noqa: E402
+    fitted_maps, normal_first_nmi, print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of,
+    standardise, ward,
+)
 
 VARIANTS = ("deeper", "max", "tight", "wide", "weighted", "weighted-only")
 
@@ -95,10 +97,6 @@ def crop_block(variant: str, images, maps) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.benchmarking import gap_closed
-    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
-    from anomaly_clustering.records import Embeddings
-
     ap = saved_views_parser()
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
@@ -107,31 +105,20 @@ def main() -> None:
         rows = []
         for f in files:
             d = np.load(f)
-            seed = int(f.stem.rsplit("_seed", 1)[1])
-            true, k, floor = d["true"], int(d["k"]), float(d["floor"])
-            maps = _fit(images, args.localizer, "average", seed, k, []).maps
-            has_region = d["gate_mask"] > 0
-            blocks = {n[6:]: d[n] for n in d.files if n.startswith("block_")}
-            info = {"has_region": has_region.tolist(), "image_scores": np.asarray(d["scores"], np.float64).tolist()}
-
-            def normal_first(b: dict) -> float:
-                x = descriptor(b, has_region)
-                res = NormalFirstClusterer(n_clusters=k, normal_by="region").fit_predict(Embeddings.per_image(x, info))
-                return float(nmi(true, res.labels))
-
-            row = {"seed": seed, "floor": floor, "default": normal_first(blocks),
+            true, k = d["true"], int(d["k"])
+            maps = fitted_maps(images, args.localizer, f, d)
+            has_region, _ = region_info(d)
+            blocks = saved_blocks(d)
+            row = {"seed": seed_of(f), "floor": float(d["floor"]), "default": normal_first_nmi(descriptor(blocks, has_region), d),
                    "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
             for v in args.variants:
                 crop = standardise(crop_block(v, images, maps))
-                row[v] = normal_first({**blocks, "crop224": crop})
+                row[v] = normal_first_nmi(descriptor({**blocks, "crop224": crop}, has_region), d)
                 row[f"{v} alone"] = float(nmi(true, ward(crop, k)))
             rows.append(row)
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
         results[s.name] = rows
-        for name in [n for n in rows[0] if n not in ("seed", "floor")]:
-            v = [r[name] for r in rows]
-            g = [gap_closed(x, r["floor"]) for x, r in zip(v, rows)]
-            print(f"  {s.name:<13} {name:<22} NMI {np.mean(v):.3f} ± {np.std(v):.3f}   g {np.mean(g):+.3f} (worst {min(g):+.3f})", flush=True)
+        print_summary(s.name, rows)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 

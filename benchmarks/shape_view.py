@@ -23,9 +23,11 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from normal_first_rule import descriptor  # noqa: E402
-from view_harness import saved_view_sets, saved_views_parser, standardise, ward  # noqa: E402
+from view_harness import (  # noqa: E402
+    fitted_maps, normal_first_nmi, print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of,
+    standardise, ward,
+)
 
 
 def peak_component(m: np.ndarray, level: float = 0.5) -> np.ndarray:
@@ -67,44 +69,30 @@ def grey_at(images, size: tuple[int, int]) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.benchmarking import gap_closed
-    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
-    from anomaly_clustering.records import Embeddings
-
     args = saved_views_parser().parse_args()
     results: dict[str, list] = {}
     for s, images, files in saved_view_sets(args):
         rows = []
         for f in files:
             d = np.load(f)
-            seed = int(f.stem.rsplit("_seed", 1)[1])
-            true, k, floor = d["true"], int(d["k"]), float(d["floor"])
-            maps = _fit(images, args.localizer, "average", seed, k, []).maps
+            true, k = d["true"], int(d["k"])
+            maps = fitted_maps(images, args.localizer, f, d)
             m = np.asarray(maps.maps)
             raw = shape_features(m, np.asarray(maps.scores), grey_at(images, m.shape[1:]))
             shape = standardise((raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9))
-            has_region = d["gate_mask"] > 0
-            base = descriptor({n[6:]: d[n] for n in d.files if n.startswith("block_")}, has_region).astype(np.float64)
-            info = {"has_region": has_region.tolist(), "image_scores": np.asarray(d["scores"], np.float64).tolist()}
-
-            def normal_first(x: np.ndarray) -> float:
-                res = NormalFirstClusterer(n_clusters=k, normal_by="region").fit_predict(Embeddings.per_image(x.astype(np.float32), info))
-                return float(nmi(true, res.labels))
-
-            row = {"seed": seed, "floor": floor,
-                   "default": normal_first(base),
-                   "default + shape": normal_first(np.concatenate([base, shape], 1)),
-                   "default + shape x0.5": normal_first(np.concatenate([base, 0.5 * shape], 1)),
+            has_region, _ = region_info(d)
+            base = descriptor(saved_blocks(d), has_region).astype(np.float64)
+            row = {"seed": seed_of(f), "floor": float(d["floor"]),
+                   "default": normal_first_nmi(base, d),
+                   "default + shape": normal_first_nmi(np.concatenate([base, shape], 1), d),
+                   "default + shape x0.5": normal_first_nmi(np.concatenate([base, 0.5 * shape], 1), d),
                    "ward(multiview-all + shape)": float(nmi(true, ward(np.concatenate([base, shape], 1), k))),
                    "ward(multiview-all)": float(nmi(true, ward(base, k))),
                    "shape alone": float(nmi(true, ward(shape, k)))}
             rows.append(row)
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n not in ("seed",)), flush=True)
         results[s.name] = rows
-        for name in [n for n in rows[0] if n not in ("seed", "floor")]:
-            v = [r[name] for r in rows]
-            g = [gap_closed(x, r["floor"]) for x, r in zip(v, rows)]
-            print(f"  {s.name:<13} {name:<30} NMI {np.mean(v):.3f} ± {np.std(v):.3f}   g {np.mean(g):+.3f} (worst {min(g):+.3f})")
+        print_summary(s.name, rows, width=30)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 

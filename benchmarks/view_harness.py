@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +34,6 @@ def saved_views_parser(localizer: str = "fca-vae") -> argparse.ArgumentParser:
 
 def saved_view_sets(args: argparse.Namespace, tag: str = ""):
     """Per suite set chosen by ``args`` with saved views: (suite set, its images, the views' files, one per seed)."""
-    from pathlib import Path
-
     from anomaly_clustering.benchmarking import load_suite, select_images
 
     for s in load_suite(args.suite, args.data_root):
@@ -59,3 +58,48 @@ def ward(x: np.ndarray, k: int) -> np.ndarray:
     from sklearn.cluster import AgglomerativeClustering
 
     return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
+
+
+def seed_of(path) -> int:
+    """The seed in a saved views' file name (``{set}_{localizer}{tag}_seed{seed}.npz``)."""
+    return int(Path(path).stem.rsplit("_seed", 1)[1])
+
+
+def region_info(saved) -> tuple[np.ndarray, dict]:
+    """(per image, whether the binarizer gave it a region; the embedding info the ``normal-first`` clusterer reads)."""
+    has_region = saved["gate_mask"] > 0
+    return has_region, {"has_region": has_region.tolist(), "image_scores": np.asarray(saved["scores"], np.float64).tolist()}
+
+
+def normal_first_nmi(x: np.ndarray, saved) -> float:
+    """NMI against the saved labels of the default's clusterer (``normal-first``, ``normal_by="region"``) on ``x``."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
+    from anomaly_clustering.records import Embeddings
+
+    _, info = region_info(saved)
+    res = NormalFirstClusterer(n_clusters=int(saved["k"]), normal_by="region").fit_predict(Embeddings.per_image(np.asarray(x, np.float32), info))
+    return float(nmi(saved["true"], res.labels))
+
+
+def print_summary(set_name: str, rows: list[dict], width: int = 22) -> None:
+    """Per variant of one set's rows (NMI per seed, with ``floor``): mean ± std NMI, mean g and the worst seed's g."""
+    from anomaly_clustering.benchmarking import gap_closed
+
+    for name in [n for n in rows[0] if n not in ("seed", "floor")]:
+        v = [r[name] for r in rows]
+        g = [gap_closed(x, r["floor"]) for x, r in zip(v, rows)]
+        print(f"  {set_name:<13} {name:<{width}} NMI {np.mean(v):.3f} ± {np.std(v):.3f}   g {np.mean(g):+.3f} (worst {min(g):+.3f})", flush=True)
+
+
+def saved_blocks(saved) -> dict[str, np.ndarray]:
+    """The standardised views of one saved file, by name (``eq2``, ``avg512``, ``ctx384``, ``crop224``)."""
+    return {n[6:]: saved[n] for n in saved.files if n.startswith("block_")}
+
+
+def fitted_maps(images, localizer: str, path, saved):
+    """The anomaly maps the saved views were built on: the same fit configuration, read from the stage cache."""
+    from classifier_ablation import _fit  # benchmarks/ is the script folder
+
+    return _fit(images, localizer, "average", seed_of(path), int(saved["k"]), []).maps

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from view_harness import saved_view_sets, saved_views_parser, ward  # noqa: E402
+from view_harness import print_summary, region_info, saved_view_sets, saved_views_parser, seed_of, ward  # noqa: E402
 
 
 def view_blocks(d) -> dict[str, np.ndarray]:
     """The default's four standardised views of one saved file (the crop zero where the binarizer found no region)."""
-    has_region = d["gate_mask"] > 0
+    has_region, _ = region_info(d)
     return {"eq2": d["block_eq2"], "avg512": d["block_avg512"], "ctx384": d["block_ctx384"],
             "crop224": d["block_crop224"] * has_region[:, None]}
 
@@ -51,23 +51,18 @@ def combinations(views: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.benchmarking import gap_closed
-
     args = saved_views_parser().parse_args()
     results: dict[str, list] = {}
     for s, _, files in saved_view_sets(args):
         rows = []
         for f in files:
             d = np.load(f)
-            true, k, floor = d["true"], int(d["k"]), float(d["floor"])
-            row = {"seed": int(f.stem.rsplit("_seed", 1)[1]), "floor": floor}
-            row.update({n: float(nmi(true, labels)) for n, labels in combinations(view_blocks(d), k).items()})
+            row = {"seed": seed_of(f), "floor": float(d["floor"])}
+            row.update({n: float(nmi(d["true"], labels)) for n, labels in combinations(view_blocks(d), int(d["k"])).items()})
             rows.append(row)
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
         results[s.name] = rows
-        for name in [n for n in rows[0] if n not in ("seed", "floor")]:
-            g = [gap_closed(r[name], r["floor"]) for r in rows]
-            print(f"  {s.name:<13} {name:<16} g {np.mean(g):+.3f} (worst {min(g):+.3f})", flush=True)
+        print_summary(s.name, rows, width=16)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
