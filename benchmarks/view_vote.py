@@ -11,6 +11,9 @@ four views (eq. 2, mean-pooled, deep context, the crop for images with a region)
   linkage (every view one vote);
 - ``agree-weighted``: each view weighted by its partition's mean NMI with the other views' partitions (a view that
   agrees with the others is trusted more), then Ward on the concatenation.
+
+And, with the default's clusterer (``normal-first``), the whole-image views (mean-pooled + context) at lower weights
+(``whole xW``), and the crop for every image instead of only those with a region (``crop for all``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from view_harness import print_summary, region_info, saved_view_sets, saved_views_parser, seed_of, ward  # noqa: E402
+from view_harness import (  # noqa: E402
+    normal_first_nmi, print_summary, region_info, saved_view_sets, saved_views_parser, seed_of, ward,
+)
+
+#: Weights of the whole-image views tried beside the default's 1.
+WHOLE_WEIGHTS = (0.7, 0.5, 0.35, 0.25)
 
 
 def view_blocks(d) -> dict[str, np.ndarray]:
@@ -48,6 +56,16 @@ def combinations(views: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
             "agree-weighted": ward(weighted, k)}
 
 
+def default_variants(saved) -> dict[str, float]:
+    """NMI of the default's clusterer on the default's views with lighter whole-image views / an ungated crop."""
+    v = view_blocks(saved)
+    out = {"default": normal_first_nmi(np.concatenate(list(v.values()), 1), saved)}
+    for w in WHOLE_WEIGHTS:
+        out[f"whole x{w}"] = normal_first_nmi(np.concatenate([v["eq2"], w * v["avg512"], w * v["ctx384"], v["crop224"]], 1), saved)
+    out["crop for all"] = normal_first_nmi(np.concatenate([v["eq2"], v["avg512"], v["ctx384"], saved["block_crop224"]], 1), saved)
+    return out
+
+
 def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
@@ -59,6 +77,7 @@ def main() -> None:
             d = np.load(f)
             row = {"seed": seed_of(f), "floor": float(d["floor"])}
             row.update({n: float(nmi(d["true"], labels)) for n, labels in combinations(view_blocks(d), int(d["k"])).items()})
+            row.update(default_variants(d))
             rows.append(row)
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
         results[s.name] = rows
