@@ -22,7 +22,6 @@ image for image.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -33,8 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from normal_first_rule import descriptor  # noqa: E402
 from view_harness import (  # noqa: E402
-    fitted_maps, normal_first_nmi, print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of,
-    standardise, ward,
+    fitted_maps, normal_first_nmi, region_info, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
 )
 
 VARIANTS = ("deeper", "max", "tight", "wide", "weighted", "weighted-only")
@@ -100,27 +98,20 @@ def main() -> None:
     ap = saved_views_parser()
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
-    results: dict[str, list] = {}
-    for s, images, files in saved_view_sets(args):
-        rows = []
-        for f in files:
-            d = np.load(f)
-            true, k = d["true"], int(d["k"])
-            maps = fitted_maps(images, args.localizer, f, d)
-            has_region, _ = region_info(d)
-            blocks = saved_blocks(d)
-            row = {"seed": seed_of(f), "floor": float(d["floor"]), "default": normal_first_nmi(descriptor(blocks, has_region), d),
-                   "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
-            for v in args.variants:
-                crop = standardise(crop_block(v, images, maps))
-                row[v] = normal_first_nmi(descriptor({**blocks, "crop224": crop}, has_region), d)
-                row[f"{v} alone"] = float(nmi(true, ward(crop, k)))
-            rows.append(row)
-            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
-        results[s.name] = rows
-        print_summary(s.name, rows)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+
+    def row_of(images, path, d) -> dict[str, float]:
+        true, k = d["true"], int(d["k"])
+        maps = fitted_maps(images, args.localizer, path, d)
+        has_region, _ = region_info(d)
+        blocks = saved_blocks(d)
+        row = {"default": normal_first_nmi(descriptor(blocks, has_region), d), "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
+        for v in args.variants:
+            crop = standardise(crop_block(v, images, maps))
+            row[v] = normal_first_nmi(descriptor({**blocks, "crop224": crop}, has_region), d)
+            row[f"{v} alone"] = float(nmi(true, ward(crop, k)))
+        return row
+
+    run_saved_views(args, row_of)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the first command filled (the same fit configuration), so the views saved there 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from normal_first_rule import descriptor  # noqa: E402
 from view_harness import (  # noqa: E402
-    fitted_maps, normal_first_nmi, print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of,
-    standardise, ward,
+    fitted_maps, normal_first_nmi, region_info, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
 )
 
 
@@ -70,31 +68,23 @@ def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     args = saved_views_parser().parse_args()
-    results: dict[str, list] = {}
-    for s, images, files in saved_view_sets(args):
-        rows = []
-        for f in files:
-            d = np.load(f)
-            true, k = d["true"], int(d["k"])
-            maps = fitted_maps(images, args.localizer, f, d)
-            m = np.asarray(maps.maps)
-            raw = shape_features(m, np.asarray(maps.scores), grey_at(images, m.shape[1:]))
-            shape = standardise((raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9))
-            has_region, _ = region_info(d)
-            base = descriptor(saved_blocks(d), has_region).astype(np.float64)
-            row = {"seed": seed_of(f), "floor": float(d["floor"]),
-                   "default": normal_first_nmi(base, d),
-                   "default + shape": normal_first_nmi(np.concatenate([base, shape], 1), d),
-                   "default + shape x0.5": normal_first_nmi(np.concatenate([base, 0.5 * shape], 1), d),
-                   "ward(multiview-all + shape)": float(nmi(true, ward(np.concatenate([base, shape], 1), k))),
-                   "ward(multiview-all)": float(nmi(true, ward(base, k))),
-                   "shape alone": float(nmi(true, ward(shape, k)))}
-            rows.append(row)
-            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n not in ("seed",)), flush=True)
-        results[s.name] = rows
-        print_summary(s.name, rows, width=30)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+
+    def row_of(images, path, d) -> dict[str, float]:
+        true, k = d["true"], int(d["k"])
+        maps = fitted_maps(images, args.localizer, path, d)
+        m = np.asarray(maps.maps)
+        raw = shape_features(m, np.asarray(maps.scores), grey_at(images, m.shape[1:]))
+        shape = standardise((raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9))
+        has_region, _ = region_info(d)
+        base = descriptor(saved_blocks(d), has_region).astype(np.float64)
+        return {"default": normal_first_nmi(base, d),
+                "default + shape": normal_first_nmi(np.concatenate([base, shape], 1), d),
+                "default + shape x0.5": normal_first_nmi(np.concatenate([base, 0.5 * shape], 1), d),
+                "ward(multiview-all + shape)": float(nmi(true, ward(np.concatenate([base, shape], 1), k))),
+                "ward(multiview-all)": float(nmi(true, ward(base, k))),
+                "shape alone": float(nmi(true, ward(shape, k)))}
+
+    run_saved_views(args, row_of, width=30)
 
 
 if __name__ == "__main__":

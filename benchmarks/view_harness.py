@@ -103,3 +103,23 @@ def fitted_maps(images, localizer: str, path, saved):
     from classifier_ablation import _fit  # benchmarks/ is the script folder
 
     return _fit(images, localizer, "average", seed_of(path), int(saved["k"]), []).maps
+
+
+def run_saved_views(args, row_of, width: int = 22, tag: str = "") -> dict[str, list]:
+    """The harnesses' one loop: for every chosen set and saved seed, ``row_of(images, path, saved)`` gives the
+    variants' NMI; each row is printed, each set summarised (:func:`print_summary`), all written to ``args.out``."""
+    import json
+
+    results: dict[str, list] = {}
+    for s, images, files in saved_view_sets(args, tag):
+        rows = []
+        for f in files:
+            d = np.load(f)
+            row = {"seed": seed_of(f), "floor": float(d["floor"]), **row_of(images, f, d)}
+            rows.append(row)
+            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
+        results[s.name] = rows
+        print_summary(s.name, rows, width)
+    if getattr(args, "out", None):
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return results

@@ -18,7 +18,6 @@ And, with the default's clusterer (``normal-first``), the whole-image views (mea
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from view_harness import (  # noqa: E402
-    normal_first_nmi, print_summary, region_info, saved_view_sets, saved_views_parser, seed_of, ward,
+    normal_first_nmi, region_info, run_saved_views, saved_views_parser, ward,
 )
 
 #: Weights of the whole-image views tried beside the default's 1.
@@ -70,20 +69,12 @@ def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     args = saved_views_parser().parse_args()
-    results: dict[str, list] = {}
-    for s, _, files in saved_view_sets(args):
-        rows = []
-        for f in files:
-            d = np.load(f)
-            row = {"seed": seed_of(f), "floor": float(d["floor"])}
-            row.update({n: float(nmi(d["true"], labels)) for n, labels in combinations(view_blocks(d), int(d["k"])).items()})
-            row.update(default_variants(d))
-            rows.append(row)
-            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
-        results[s.name] = rows
-        print_summary(s.name, rows, width=16)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+
+    def row_of(images, path, d) -> dict[str, float]:
+        row = {n: float(nmi(d["true"], labels)) for n, labels in combinations(view_blocks(d), int(d["k"])).items()}
+        return {**row, **default_variants(d)}
+
+    run_saved_views(args, row_of, width=16)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ _DEFAULT_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {"mutual": {"input_size": 1
 _NEAREST_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {
     "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 64}
 }
+
+
 class CombinedLocalizer(Localizer):
     """Merge the maps of several localizers (default: ``fca-vae`` and ``mutual``) into one.
 
