@@ -10,7 +10,7 @@ from anomaly_clustering.features_ops import nearest_centroid
 from anomaly_clustering.interfaces import Clusterer
 from anomaly_clustering.records import Clustering, Embeddings
 
-__all__ = ["otsu_split", "NORMAL_RULES", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
+__all__ = ["otsu_split", "normal_directions", "NORMAL_RULES", "NormalFirstClusterer", "ConsensusClusterer", "ViewSelectClusterer", "co_association", "view_subsets"]
 
 
 def otsu_split(scores: np.ndarray) -> tuple[float, float]:
@@ -63,19 +63,23 @@ class NormalFirstClusterer(_Centroids):
     by Ward into max(2, K − 1), it separates less well (silhouette) than the images with a region cut the same way
     (images of several defect types left empty split clearly; normal images do not). Either way the normal group is
     set aside only when it holds at least ``min_normal_share`` of the images (most images defect-free, the usual
-    inspection set); otherwise Ward clusters all images into K. Deterministic (Ward; the silhouettes subsample
-    beyond ``sample`` images with ``seed``).
-    ``predict`` applies the same rule (the learned score threshold, or the new images' regions): a normal-looking image
-    joins the normal cluster, any other the nearest of the K − 1 type centroids.
+    inspection set); otherwise Ward clusters all images into K. With ``normal_variation`` > 0, once the normal group
+    is set aside, the principal directions that hold that share of its own variance are removed from every vector
+    before Ward splits the rest: what varies among defect-free images (layout, lighting, the product's own variants)
+    is not a defect type (nuisance attribute projection). Deterministic (Ward; the silhouettes and the normal
+    directions subsample beyond ``sample`` images with ``seed``).
+    ``predict`` applies the same rule (the learned score threshold, or the new images' regions, and the learned
+    directions): a normal-looking image joins the normal cluster, any other the nearest of the K − 1 type centroids.
     """
 
     def __init__(self, n_clusters: int = 2, normal_by: str = "score", min_normal_share: float = 0.5, min_separability: float = 0.8,
-                 structure_check: bool = True, sample: int = 2000, seed: int = 0):
+                 structure_check: bool = True, normal_variation: float = 0.0, sample: int = 2000, seed: int = 0):
         self.n_clusters = n_clusters
         self.normal_by = normal_by
         self.min_normal_share = min_normal_share
         self.min_separability = min_separability
         self.structure_check = structure_check
+        self.normal_variation = normal_variation
         self.sample = sample
         self.seed = seed
 
@@ -86,6 +90,8 @@ class NormalFirstClusterer(_Centroids):
             raise ValueError("min_normal_share must lie in (0, 1) and min_separability in [0, 1]")
         if isinstance(self.sample, bool) or int(self.sample) != self.sample or self.sample < 10:
             raise ValueError(f"sample={self.sample}: an integer >= 10")
+        if isinstance(self.normal_variation, bool) or not 0.0 <= float(self.normal_variation) < 1.0:
+            raise ValueError(f"normal_variation={self.normal_variation}: a share of the normal group's variance in [0, 1)")
 
     def _separation(self, x: np.ndarray) -> float:
         """Silhouette of Ward's max(2, K − 1) clusters of ``x`` (−1 when fewer images than that + 1)."""
@@ -131,6 +137,17 @@ class NormalFirstClusterer(_Centroids):
         structure = {"silhouette_normal": self._separation(x[normal]), "silhouette_rest": self._separation(x[~normal])}
         return structure["silhouette_normal"] < structure["silhouette_rest"], structure
 
+    def _normal_basis(self, normal: np.ndarray) -> np.ndarray:
+        """The normal group's principal directions to remove (estimated on at most ``sample`` of its images)."""
+        if len(normal) > self.sample:
+            normal = normal[np.random.default_rng(self.seed).choice(len(normal), int(self.sample), replace=False)]
+        return normal_directions(normal, float(self.normal_variation))
+
+    def _without_normal_variation(self, x: np.ndarray) -> np.ndarray:
+        """``x`` without its components along the normal group's principal directions learned in fit (if any)."""
+        v = getattr(self, "normal_basis_", None)
+        return x if v is None else x - (x @ v.T) @ v
+
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
         self._validate()
         x = embeddings.image_vectors().astype(np.float64)
@@ -140,6 +157,8 @@ class NormalFirstClusterer(_Centroids):
         if normal is None:  # a representation that passes no scores: nothing to set aside
             normal = np.zeros(len(x), bool)
         use, structure = self._set_aside(x, normal, eta)
+        self.normal_basis_ = self._normal_basis(x[normal]) if use and self.normal_variation > 0 else None
+        x = self._without_normal_variation(x)
         labels = np.full(len(x), k - 1, dtype=np.int64)
         if use:
             rest = np.flatnonzero(~normal)
@@ -150,6 +169,8 @@ class NormalFirstClusterer(_Centroids):
         self.normal_set_aside_ = bool(use)
         self.score_threshold_ = threshold
         info = {"normal_set_aside": bool(use), "normal_by": self.normal_by, "normal_share": float(normal.mean()), **structure}
+        if self.normal_basis_ is not None:
+            info["normal_directions_removed"] = int(len(self.normal_basis_))
         if eta is not None:
             info["otsu_eta"] = float(eta)
         return Clustering(labels, k, info=info)
@@ -159,13 +180,31 @@ class NormalFirstClusterer(_Centroids):
             raise RuntimeError("NormalFirstClusterer is not fitted: call fit_predict first")
         if not self.normal_set_aside_:
             return super().predict(embeddings)
-        x = embeddings.image_vectors()
+        x = self._without_normal_variation(embeddings.image_vectors().astype(np.float64))
         normal, _, _ = self._normal(embeddings, len(x), self.score_threshold_)
         if normal is None:
             raise ValueError("the normal cluster was set aside by image scores; predict needs info['image_scores'] too")
         labels = np.full(len(x), self.n_clusters - 1, dtype=np.int64)
         labels[~normal] = nearest_centroid(x[~normal], self.centroids_[: self.n_clusters - 1])
         return Clustering(labels, self.n_clusters, info={"assigned_by": f"normal by {self.normal_by}, else nearest type centroid"})
+
+
+def normal_directions(normal: np.ndarray, share: float) -> np.ndarray:
+    """The first principal directions (rows, unit length) of the normal images' vectors that hold ``share`` of their
+    variance: what varies among defect-free images (layout, lighting, the product's own variants) is no defect type.
+    Computed from the smaller Gram matrix (N×N or D×D), with eigenvectors only for the directions kept."""
+    from scipy.linalg import eigh, eigvalsh
+
+    c = np.asarray(normal, np.float64) - np.mean(normal, axis=0)
+    wide = len(c) <= c.shape[1]
+    gram = c @ c.T if wide else c.T @ c
+    var = np.clip(eigvalsh(gram)[::-1], 0.0, None)
+    if len(var) == 0 or var.sum() <= 0:
+        return np.zeros((0, c.shape[1]))
+    r = min(int(np.searchsorted(np.cumsum(var) / var.sum(), share)) + 1, len(var))
+    w, u = eigh(gram, subset_by_index=[len(gram) - r, len(gram) - 1])
+    v = (c.T @ u[:, ::-1]).T if wide else u[:, ::-1].T
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
 
 
 def _ward(x: np.ndarray, k: int) -> np.ndarray:

@@ -131,6 +131,52 @@ def test_normal_first_by_region_sets_the_images_without_a_region_aside() -> None
         NormalFirstClusterer(n_clusters=4).predict(emb)
 
 
+def _types_under_a_shared_nuisance(seed: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three defect types (dims 0-4) and a normal majority, all under one nuisance every image shares: three product
+    variants far apart along dim 9, wider than the types' spread (Ward alone splits the variants, not the types)."""
+    rng = np.random.default_rng(seed)
+    types = np.repeat(np.arange(3), 30)
+    centres = np.zeros((3, 10))
+    centres[:, :5] = rng.normal(0, 3, (3, 5))
+    defects = centres[types] + rng.normal(0, 0.3, (90, 10))
+    normals = rng.normal(0, 0.3, (150, 10))
+    x = np.concatenate([defects, normals])
+    x[:, 9] += rng.choice([-40.0, 0.0, 40.0], len(x))
+    has_region = np.r_[np.ones(90, bool), np.zeros(150, bool)]
+    return x.astype(np.float32), types, has_region
+
+
+def test_normal_first_removes_the_normal_groups_own_variation_before_ward() -> None:
+    x, types, has_region = _types_under_a_shared_nuisance()
+    emb = Embeddings.per_image(x, {"has_region": has_region.tolist()})
+    # the variants split the normal group too, so the structure check is off here: this test is about the projection
+    plain = NormalFirstClusterer(n_clusters=4, normal_by="region", structure_check=False).fit_predict(emb)
+    assert plain.info["normal_set_aside"] and "normal_directions_removed" not in plain.info
+    assert normalized_mutual_info_score(types, plain.labels[:90]) < 0.5  # Ward follows the variants
+    model = NormalFirstClusterer(n_clusters=4, normal_by="region", structure_check=False, normal_variation=0.5)
+    res = model.fit_predict(emb)
+    assert res.info["normal_directions_removed"] == 1 and model.normal_basis_.shape == (1, 10)
+    assert abs(model.normal_basis_[0, 9]) > 0.99  # the variants' axis, learned from the normal images alone
+    assert normalized_mutual_info_score(types, res.labels[:90]) == pytest.approx(1.0)
+    assert np.all(res.labels[90:] == 3)
+    # a large normal group: the directions are estimated on a seeded sample of it, with the same outcome here
+    sampled = NormalFirstClusterer(n_clusters=4, normal_by="region", structure_check=False, normal_variation=0.5, sample=40)
+    assert normalized_mutual_info_score(res.labels, sampled.fit_predict(emb).labels) == pytest.approx(1.0)
+    # predict projects new images the same way: a defect of each type under another variant joins its type
+    new = x[[0, 30, 60, 100]].copy()
+    new[:3, 9] *= -1.0
+    pred = model.predict(Embeddings.per_image(new, {"has_region": [True, True, True, False]}))
+    assert pred.labels.tolist() == [res.labels[0], res.labels[30], res.labels[60], 3]
+    # the rule off (no normal group set aside): nothing is removed, Ward on all as before
+    few = np.ones(len(x), bool)
+    off = NormalFirstClusterer(n_clusters=4, normal_by="region", normal_variation=0.5)
+    assert "normal_directions_removed" not in off.fit_predict(Embeddings.per_image(x, {"has_region": few.tolist()})).info
+    assert off.normal_basis_ is None
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="normal_variation"):
+            NormalFirstClusterer(n_clusters=4, normal_by="region", normal_variation=bad).fit_predict(emb)
+
+
 def test_consensus_recovers_blobs_reproducibly_by_seed() -> None:
     x, truth = _blobs(4, 15, d=12)
     emb = Embeddings.per_image(x)
