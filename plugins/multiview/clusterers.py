@@ -90,7 +90,8 @@ class NormalFirstClusterer(_Centroids):
             raise ValueError("min_normal_share must lie in (0, 1) and min_separability in [0, 1]")
         if isinstance(self.sample, bool) or int(self.sample) != self.sample or self.sample < 10:
             raise ValueError(f"sample={self.sample}: an integer >= 10")
-        if isinstance(self.normal_variation, bool) or not 0.0 <= float(self.normal_variation) < 1.0:
+        v = self.normal_variation
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 <= float(v) < 1.0:
             raise ValueError(f"normal_variation={self.normal_variation}: a share of the normal group's variance in [0, 1)")
 
     def _separation(self, x: np.ndarray) -> float:
@@ -202,7 +203,7 @@ def normal_directions(normal: np.ndarray, share: float) -> np.ndarray:
     if len(var) == 0 or var.sum() <= 0:
         return np.zeros((0, c.shape[1]))
     r = min(int(np.searchsorted(np.cumsum(var) / var.sum(), share)) + 1, len(var))
-    w, u = eigh(gram, subset_by_index=[len(gram) - r, len(gram) - 1])
+    _, u = eigh(gram, subset_by_index=[len(gram) - r, len(gram) - 1])
     v = (c.T @ u[:, ::-1]).T if wide else u[:, ::-1].T
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
 

@@ -9,7 +9,13 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import normalized_mutual_info_score
 
 from anomaly_clustering import runtime, testing
-from anomaly_clustering.plugins.multiview.clusterers import ConsensusClusterer, NormalFirstClusterer, co_association, otsu_split
+from anomaly_clustering.plugins.multiview.clusterers import (
+    ConsensusClusterer,
+    NormalFirstClusterer,
+    co_association,
+    normal_directions,
+    otsu_split,
+)
 from anomaly_clustering.plugins.multiview.representation import MultiViewDescriptor
 from anomaly_clustering.plugins.multiview.views import anomaly_boxes, pooled_statistics
 from anomaly_clustering.records import AnomalyMaps, Embeddings
@@ -146,6 +152,21 @@ def _types_under_a_shared_nuisance(seed: int = 4) -> tuple[np.ndarray, np.ndarra
     return x.astype(np.float32), types, has_region
 
 
+@pytest.mark.parametrize("shape", [(40, 120), (200, 12)])  # fewer images than dimensions (the usual case), and more
+def test_normal_directions_span_the_leading_principal_subspace(shape) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape) * np.linspace(4.0, 0.1, shape[1])
+    c = x - x.mean(0)
+    _, s, vt = np.linalg.svd(c, full_matrices=False)
+    for share in (0.1, 0.5, 0.9):
+        r = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), share)) + 1
+        v = normal_directions(x, share)
+        assert v.shape == (r, shape[1])
+        np.testing.assert_allclose(v @ v.T, np.eye(r), atol=1e-8)
+        np.testing.assert_allclose(v.T @ v, vt[:r].T @ vt[:r], atol=1e-8)
+    assert normal_directions(np.ones((5, 3)), 0.5).shape == (0, 3)  # no variation: nothing to remove
+
+
 def test_normal_first_removes_the_normal_groups_own_variation_before_ward() -> None:
     x, types, has_region = _types_under_a_shared_nuisance()
     emb = Embeddings.per_image(x, {"has_region": has_region.tolist()})
@@ -172,7 +193,7 @@ def test_normal_first_removes_the_normal_groups_own_variation_before_ward() -> N
     off = NormalFirstClusterer(n_clusters=4, normal_by="region", normal_variation=0.5)
     assert "normal_directions_removed" not in off.fit_predict(Embeddings.per_image(x, {"has_region": few.tolist()})).info
     assert off.normal_basis_ is None
-    for bad in (-0.1, 1.0, True):
+    for bad in (-0.1, 1.0, True, float("nan"), "0.5"):
         with pytest.raises(ValueError, match="normal_variation"):
             NormalFirstClusterer(n_clusters=4, normal_by="region", normal_variation=bad).fit_predict(emb)
 
