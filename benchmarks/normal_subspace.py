@@ -9,8 +9,11 @@ Per saved set × seed: `multiview-all-normal-first` (the default) on the saved v
 vectors transformed before Ward by a rule learned on the normal group alone (the images the binarizer left without
 a region): ``nap R`` removes its first R principal directions; ``nap f=F`` removes as many as hold the share F of its
 variance; ``whiten a=A`` divides every direction by sqrt(normal variance + A · mean normal variance) (a shrunk
-Mahalanobis metric of normal variation). Where the rule does not set a normal group aside, every variant equals the
-default (the row says how often it was set aside).
+Mahalanobis metric of normal variation); ``nap/view f=F`` does ``nap f=F`` in each view separately; ``ratio M`` keeps
+the rest's M directions of most variance relative to the normal group's. Where the rule does not set a normal group
+aside, those variants equal the default (each file's line says whether it was set aside). Two more rows use the
+normal directions (F = 0.5) beyond that case: ``check after removal`` (the structure check decides on the projected
+descriptor) and ``removal, rule off too`` (where the rule stays off, Ward on all images after the projection).
 """
 
 from __future__ import annotations
@@ -64,50 +67,63 @@ def discriminant(rest: np.ndarray, normal: np.ndarray, m: int, shrink: float = 0
     return (rest - rest.mean(0)) @ v[:, np.argsort(w)[::-1][:m]]
 
 
+def per_view_removal(x: np.ndarray, has_region: np.ndarray, widths: list[int], share: float) -> np.ndarray:
+    """The rest's vectors with each view's own normal directions (holding ``share`` of that view's normal variance)
+    removed; a view without normal variation (the gated crop) is kept as it is."""
+    parts, edges = [], np.cumsum([0, *widths])
+    for a, b in zip(edges[:-1], edges[1:]):
+        _, vt, var = normal_basis(x[~has_region][:, a:b])
+        rest = x[has_region][:, a:b]
+        if var.sum() <= 0:
+            parts.append(rest)
+            continue
+        parts.append(remove(rest, vt, int(np.searchsorted(np.cumsum(var) / var.sum(), share)) + 1))
+    return np.concatenate(parts, 1)
+
+
+def rest_variants(x: np.ndarray, has_region: np.ndarray, widths: list[int]) -> dict[str, np.ndarray]:
+    """Every transform of the rest's vectors (the images with a region), each learned on the normal group alone."""
+    normal = x[~has_region]
+    mu, vt, var = normal_basis(normal)
+    share = np.cumsum(var) / var.sum()
+    rest = x[has_region]
+    out = {f"nap {r}": remove(rest, vt, r) for r in NAP_COMPONENTS}
+    out.update({f"nap f={f}": remove(rest, vt, int(np.searchsorted(share, f)) + 1) for f in NAP_SHARES})
+    out.update({f"whiten a={a}": whiten(rest, mu, vt, var, a) for a in WHITEN_SHRINK})
+    out.update({f"nap/view f={f}": per_view_removal(x, has_region, widths, f) for f in NAP_SHARES})
+    out.update({f"ratio {m}": discriminant(rest, normal, m) for m in DISCRIMINANT_DIMS})
+    return out
+
+
 def row_of(images, path, saved) -> dict[str, float]:
-    """NMI of the default and of each transform of the rest, on one saved set × seed."""
+    """NMI of the default and of each transform of the rest, on one saved set × seed; and two rules that use the
+    normal directions (F = 0.5) beyond the set-aside case: the structure check made after the removal, and the
+    removal applied to Ward on all images where the rule stays off."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
+    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer, normal_directions
     from anomaly_clustering.records import Embeddings
 
     has_region, info = region_info(saved)
-    x = descriptor(saved_blocks(saved), has_region).astype(np.float64)
-    true, k = saved["true"], int(saved["k"])
-    res = NormalFirstClusterer(n_clusters=k, normal_by="region").fit_predict(Embeddings.per_image(x.astype(np.float32), info))
-    row = {"default": float(nmi(true, res.labels))}
-    print(f"{Path(path).stem}: normal group set aside: {res.info['normal_set_aside']}", flush=True)
-    normal = ~has_region
-    mu, vt, var = normal_basis(x[normal])
-    share = np.cumsum(var) / var.sum()
-    variants: dict[str, np.ndarray] = {}
-    for r in NAP_COMPONENTS:
-        variants[f"nap {r}"] = remove(x[has_region], vt, r)
-    for f in NAP_SHARES:
-        variants[f"nap f={f}"] = remove(x[has_region], vt, int(np.searchsorted(share, f)) + 1)
-    for a in WHITEN_SHRINK:
-        variants[f"whiten a={a}"] = whiten(x[has_region], mu, vt, var, a)
     blocks = saved_blocks(saved)
-    edges = np.cumsum([0] + [blocks[n].shape[1] for n in ("eq2", "avg512", "ctx384", "crop224")])
-    for f in NAP_SHARES:
-        parts = []
-        for a, b in zip(edges[:-1], edges[1:]):
-            _, vt_v, var_v = normal_basis(x[normal][:, a:b])
-            if var_v.sum() <= 0:  # the crop view: zero for every normal image
-                parts.append(x[has_region][:, a:b])
-                continue
-            r = int(np.searchsorted(np.cumsum(var_v) / var_v.sum(), f)) + 1
-            parts.append(remove(x[has_region][:, a:b], vt_v, r))
-        variants[f"nap/view f={f}"] = np.concatenate(parts, 1)
-    for m in DISCRIMINANT_DIMS:
-        variants[f"ratio {m}"] = discriminant(x[has_region], x[normal], m)
-    for name, rest in variants.items():
-        if not res.info["normal_set_aside"]:
-            row[name] = row["default"]
-            continue
+    x = descriptor(blocks, has_region).astype(np.float64)
+    true, k = saved["true"], int(saved["k"])
+
+    def normal_first(v: np.ndarray):
+        return NormalFirstClusterer(n_clusters=k, normal_by="region").fit_predict(Embeddings.per_image(v.astype(np.float32), info))
+
+    res = normal_first(x)
+    aside = bool(res.info["normal_set_aside"])
+    print(f"{Path(path).stem}: normal group set aside: {aside}", flush=True)
+    row = {"default": float(nmi(true, res.labels))}
+    for name, rest in rest_variants(x, has_region, [blocks[n].shape[1] for n in ("eq2", "avg512", "ctx384", "crop224")]).items():
         labels = np.full(len(x), k - 1, np.int64)
         labels[has_region] = ward(rest, k - 1)
-        row[name] = float(nmi(true, labels))
+        row[name] = float(nmi(true, labels)) if aside else row["default"]
+    v = normal_directions(x[~has_region], 0.5)
+    projected = x - (x @ v.T) @ v
+    row["check after removal"] = float(nmi(true, normal_first(projected).labels))
+    row["removal, rule off too"] = row["nap f=0.5"] if aside else float(nmi(true, ward(projected, k)))
     return row
 
 
