@@ -40,9 +40,8 @@ def normal_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return mu, vt, s**2 / max(len(normal) - 1, 1)
 
 
-def remove(x: np.ndarray, vt: np.ndarray, r: int) -> np.ndarray:
-    """``x`` without its components along the first ``r`` rows of ``vt``."""
-    v = vt[:r]
+def project_out(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``x`` without its components along the rows of ``v`` (orthonormal)."""
     return x - (x @ v.T) @ v
 
 
@@ -69,26 +68,23 @@ def discriminant(rest: np.ndarray, normal: np.ndarray, m: int, shrink: float = 0
 
 def per_view_removal(x: np.ndarray, has_region: np.ndarray, widths: list[int], share: float) -> np.ndarray:
     """The rest's vectors with each view's own normal directions (holding ``share`` of that view's normal variance)
-    removed; a view without normal variation (the gated crop) is kept as it is."""
-    parts, edges = [], np.cumsum([0, *widths])
-    for a, b in zip(edges[:-1], edges[1:]):
-        _, vt, var = normal_basis(x[~has_region][:, a:b])
-        rest = x[has_region][:, a:b]
-        if var.sum() <= 0:
-            parts.append(rest)
-            continue
-        parts.append(remove(rest, vt, int(np.searchsorted(np.cumsum(var) / var.sum(), share)) + 1))
-    return np.concatenate(parts, 1)
+    removed; a view without normal variation (the gated crop) has none to remove."""
+    from anomaly_clustering.plugins.multiview.clusterers import normal_directions
+
+    edges = np.cumsum([0, *widths])
+    return np.concatenate([project_out(x[has_region][:, a:b], normal_directions(x[~has_region][:, a:b], share))
+                           for a, b in zip(edges[:-1], edges[1:])], 1)
 
 
 def rest_variants(x: np.ndarray, has_region: np.ndarray, widths: list[int]) -> dict[str, np.ndarray]:
     """Every transform of the rest's vectors (the images with a region), each learned on the normal group alone."""
     normal = x[~has_region]
+    from anomaly_clustering.plugins.multiview.clusterers import normal_directions
+
     mu, vt, var = normal_basis(normal)
-    share = np.cumsum(var) / var.sum()
     rest = x[has_region]
-    out = {f"nap {r}": remove(rest, vt, r) for r in NAP_COMPONENTS}
-    out.update({f"nap f={f}": remove(rest, vt, int(np.searchsorted(share, f)) + 1) for f in NAP_SHARES})
+    out = {f"nap {r}": project_out(rest, vt[:r]) for r in NAP_COMPONENTS}
+    out.update({f"nap f={f}": project_out(rest, normal_directions(normal, f)) for f in NAP_SHARES})  # the default's rule
     out.update({f"whiten a={a}": whiten(rest, mu, vt, var, a) for a in WHITEN_SHRINK})
     out.update({f"nap/view f={f}": per_view_removal(x, has_region, widths, f) for f in NAP_SHARES})
     out.update({f"ratio {m}": discriminant(rest, normal, m) for m in DISCRIMINANT_DIMS})
@@ -120,8 +116,7 @@ def row_of(images, path, saved) -> dict[str, float]:
         labels = np.full(len(x), k - 1, np.int64)
         labels[has_region] = ward(rest, k - 1)
         row[name] = float(nmi(true, labels)) if aside else row["default"]
-    v = normal_directions(x[~has_region], 0.5)
-    projected = x - (x @ v.T) @ v
+    projected = project_out(x, normal_directions(x[~has_region], 0.5))
     row["check after removal"] = float(nmi(true, normal_first(projected).labels))
     row["removal, rule off too"] = row["nap f=0.5"] if aside else float(nmi(true, ward(projected, k)))
     return row
