@@ -7,9 +7,11 @@ Scikit-learn conventions: parameters only in ``__init__`` (stored under the same
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from sklearn.base import BaseEstimator
 
@@ -23,11 +25,32 @@ __all__ = [
     "Clusterer",
     "ClassifierPreset",
     "STAGE_INTERFACES",
+    "preset_init",
 ]
 
 #: The version of each interface. A plugin inherits its base's version; one that declares another
 #: ``interface_version`` was written against an incompatible contract and is listed as broken.
 INTERFACE_VERSIONS: dict[str, int] = {"localizer": 1, "binarizer": 1, "representation": 1, "clusterer": 1, "classifier": 1}
+
+
+def preset_init(init: Callable[..., None], **defaults: Any) -> Callable[..., None]:
+    """``init`` with other defaults for some of its parameters: the ``__init__`` of a preset subclass (a plugin
+    registered under its own name with tuned defaults), with the same options under the same names, so that the
+    CLI, ``get_params`` and ``clone`` all see the new defaults."""
+    signature = inspect.signature(init)
+    unknown = sorted(set(defaults) - set(signature.parameters))
+    if unknown:
+        raise TypeError(f"preset_init: {init.__qualname__} has no parameter {unknown[0]!r}")
+    preset = signature.replace(parameters=[p.replace(default=defaults[p.name]) if p.name in defaults else p for p in signature.parameters.values()])
+
+    @functools.wraps(init)
+    def __init__(*args: Any, **kwargs: Any) -> None:
+        bound = preset.bind(*args, **kwargs)
+        bound.apply_defaults()
+        init(*bound.args, **bound.kwargs)
+
+    __init__.__signature__ = preset  # type: ignore[attr-defined]
+    return __init__
 
 
 class _Stage(BaseEstimator, ABC):

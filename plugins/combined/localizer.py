@@ -24,7 +24,7 @@ _DEFAULT_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {"mutual": {"input_size": 1
 #: ``fca-nearest``'s across-set member: FCA's own features (same backbone, layers and 512 px: one feature cache),
 #: pooled 2×2, each patch to unit length, scored by its distance to the nearest patch of 64 other images of the set.
 _NEAREST_MEMBER_OPTIONS: dict[str, dict[str, Any]] = {
-    "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 64}
+    "mutual": {"degrees": (1,), "pool": 2, "normalize": "l2", "quantile": 1e-6, "sigma": 0.0, "map_size": 64, "search": "ivf"}
 }
 
 

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.plugins.mutual import MutualLocalizer, HysteresisThreshold
+from anomaly_clustering.plugins.mutual.search import NearestPatchIndex, default_nlist
 from anomaly_clustering.plugins.mutual.torch_model import aggregate, image_scores, mutual_scores, normalize_layers, robust_scale, self_scores, topk_mean
 from anomaly_clustering.records import AnomalyMaps
 from anomaly_clustering.testing import check_binarizer, check_localizer, object_images
@@ -242,5 +243,36 @@ def test_pooled_unit_length_patches(object_run):
     out = loc.predict(images)
     assert out.maps.shape[1:] == full.predict(images).maps.shape[1:] and np.isfinite(out.maps).all()
     for bad, name in (({"pool": 0}, "pool"), ({"pool": 1.5}, "pool"), ({"pool": True}, "pool"), ({"normalize": "z"}, "normalize")):
+        with pytest.raises(ValueError, match=name):
+            MutualLocalizer(**bad).fit(images)
+
+
+def test_index_search_is_the_exact_nearest_patch():
+    """With every cell probed the IVF index returns the exact nearest distance, own image left out; with few cells
+    probed it never returns less than the exact one (it only misses candidates)."""
+    torch.manual_seed(0)
+    ref = torch.randn(6, 80, 8)
+    queries = torch.cat([ref[:2], torch.randn(3, 80, 8)])  # two of the references, three new images
+    exclude = [0, 1, -1, -1, -1]
+    exact = mutual_scores(queries, ref, exclude, quantile=1e-6)
+    index = NearestPatchIndex(ref, nlist=12, nprobe=12, seed=0)
+    assert torch.allclose(index.distances(queries, exclude), exact, atol=1e-4)
+    assert index.distances(queries[:1], None)[0].max() < 1e-3  # without exclusion a reference matches itself
+    coarse = NearestPatchIndex(ref, nlist=12, nprobe=1, seed=0).distances(queries, exclude)
+    assert (coarse >= exact - 1e-4).all() and torch.isfinite(coarse).all()
+    assert default_nlist(65536) == 1024 and default_nlist(100) == 2 and default_nlist(10) == 1
+
+
+def test_ivf_search_gives_the_exact_maps(object_run):
+    """``search="ivf"`` (single-nearest score) with every cell probed gives the exact search's maps; it refuses the
+    interval average it cannot compute and bad index sizes, before work."""
+    _, images, _, _, _ = object_run
+    opts = dict(input_size=SIZE, reference_images=6, pool=2, normalize="l2", degrees=(1,), quantile=1e-6, sigma=0.0, seed=0)
+    exact = MutualLocalizer(**opts).fit_predict(images)
+    fast = MutualLocalizer(**opts, search="ivf", nlist=4, nprobe=4).fit_predict(images)
+    np.testing.assert_allclose(fast.maps, exact.maps, rtol=1e-3, atol=1e-3)
+    assert fast.info["search"] == "ivf" and exact.info["search"] == "exact"
+    for bad, name in (({"search": "ivf"}, "quantile"), ({"search": "hnsw"}, "search"), ({"nprobe": 0}, "nprobe"),
+                      ({"nlist": -1}, "nlist"), ({"nlist": 2.5}, "nlist"), ({"nprobe": True}, "nprobe")):
         with pytest.raises(ValueError, match=name):
             MutualLocalizer(**bad).fit(images)
