@@ -238,3 +238,10 @@ def test_calibrated_preset_is_fca_vae_with_other_defaults():
         k: v for k, v in paper.get_params().items() if k not in ("border", "position_calibration")}
     assert FCAVAECalibratedLocalizer(border=3, latent=7).get_params()["border"] == 3
     assert isinstance(pickle.loads(pickle.dumps(cal)), FCAVAECalibratedLocalizer)
+
+
+def test_preset_init_refuses_a_default_for_no_parameter():
+    from anomaly_clustering.interfaces import preset_init
+
+    with pytest.raises(TypeError, match="bordr"):
+        preset_init(FCAVAELocalizer.__init__, bordr=0)
