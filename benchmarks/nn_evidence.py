@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
-from view_harness import add_suite_arguments  # noqa: E402
+from view_harness import add_suite_arguments, labelled_suite_sets, localization_row  # noqa: E402
 
 
 def robust_z(a: np.ndarray) -> np.ndarray:
@@ -73,9 +73,6 @@ def nn_distances(x: np.ndarray, fca: np.ndarray, bank: int, seed: int, neighbour
 
 def main() -> None:
     from anomaly_clustering.backbones import FeatureSpec, extract_features
-    from anomaly_clustering.benchmarking import load_suite, select_images
-    from anomaly_clustering.data import load_ground_truth
-    from anomaly_clustering.metrics import localization_scores
 
     ap = argparse.ArgumentParser()
     add_suite_arguments(ap, localizer="fca-vae")
@@ -84,13 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
-    for s in load_suite(args.suite, args.data_root):
-        if args.sets and s.name not in args.sets:
-            continue
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
-        gt = load_ground_truth(images)
-        true, names = gt.label_ids()
-        normal = np.asarray(true) == list(names).index("good") if "good" in names else np.zeros(len(true), bool)
+    for s, images, gt, true, normal in labelled_suite_sets(args):
         masks = np.stack([gt.load_mask(i, (32, 32)) for i in range(len(images))]) if gt.has_masks else None
         patches = pooled_patches(extract_features(images, FeatureSpec("tf_efficientnet_lite0", (), 512)))
         for seed in (int(v) for v in args.seeds.split(",")):
@@ -111,13 +102,8 @@ def main() -> None:
             variants["summed, image score top-1 % mean"] = variants["fca-vae + distance (z-scores summed)"]
             scores["summed, image score top-1 % mean"] = np.sort(summed, 1)[:, -max(1, summed.shape[1] // 100):].mean(1)
             for name, m in variants.items():
-                r = localization_scores(m, scores[name], masks, ~normal)
-                row = {"set": s.name, "seed": seed, "maps": name, "pro_30": r.pro_30, "auroc_pixel": r.auroc_pixel,
-                       "auroc_image": r.auroc_image, "search_s_per_image": seconds}
-                rows.append(row)
-                fmt = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
-                print(f"{s.name:13s} seed {seed} {name:38s} PRO {fmt(r.pro_30):>5} AUROC-px {fmt(r.auroc_pixel):>5} "
-                      f"AUROC-img {fmt(r.auroc_image):>5}   search {seconds:.2f} s/image", flush=True)
+                rows.append(localization_row(s.name, seed, name, m, scores[name], masks, ~normal, key="maps", width=38,
+                                             suffix=f"   search {seconds:.2f} s/image", search_s_per_image=seconds))
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=1))
 

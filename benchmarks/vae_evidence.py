@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from nn_evidence import robust_z  # noqa: E402
-from view_harness import add_suite_arguments  # noqa: E402
+from view_harness import add_suite_arguments, labelled_suite_sets, localization_row  # noqa: E402
 
 
 def residual_norms(localizer, images) -> np.ndarray:
@@ -73,23 +73,13 @@ def variants(fca: np.ndarray, res: np.ndarray, res_post: np.ndarray) -> dict[str
 
 
 def main() -> None:
-    from anomaly_clustering.benchmarking import load_suite, select_images
-    from anomaly_clustering.data import load_ground_truth
-    from anomaly_clustering.metrics import localization_scores
-
     ap = argparse.ArgumentParser()
     add_suite_arguments(ap, localizer="fca-vae")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
-    for s in load_suite(args.suite, args.data_root):
-        if args.sets and s.name not in args.sets:
-            continue
-        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
-        gt = load_ground_truth(images)
-        true, names = gt.label_ids()
-        normal = np.asarray(true) == list(names).index("good") if "good" in names else np.zeros(len(true), bool)
+    for s, images, gt, true, normal in labelled_suite_sets(args):
         for seed in (int(v) for v in args.seeds.split(",")):
             fit = _fit(images, args.localizer, "average", seed, len(set(true.tolist())), [])
             fca = np.asarray(fit.maps.maps, np.float32)
@@ -102,12 +92,7 @@ def main() -> None:
             res_post = np.stack([postprocess(torch.from_numpy(r), params).numpy() for r in res])
             masks = np.stack([gt.load_mask(i, fca.shape[1:]) for i in range(len(images))]) if gt.has_masks else None
             for name, (m, score) in variants(fca, res, res_post).items():
-                r = localization_scores(m, score, masks, ~normal)
-                rows.append({"set": s.name, "seed": seed, "variant": name, "pro_30": r.pro_30, "auroc_pixel": r.auroc_pixel,
-                             "auroc_image": r.auroc_image})
-                fmt = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
-                print(f"{s.name:13s} seed {seed} {name:36s} PRO {fmt(r.pro_30):>5} AUROC-px {fmt(r.auroc_pixel):>5} "
-                      f"AUROC-img {fmt(r.auroc_image):>5}", flush=True)
+                rows.append(localization_row(s.name, seed, name, m, score, masks, ~normal))
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=1))
 

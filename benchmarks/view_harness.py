@@ -32,6 +32,34 @@ def saved_views_parser(localizer: str = "fca-vae") -> argparse.ArgumentParser:
     return ap
 
 
+def labelled_suite_sets(args: argparse.Namespace):
+    """Per suite set chosen by ``args``: (suite set, its images, their ground truth, true label ids, the good
+    images' mask — all False where the set has no good type)."""
+    from anomaly_clustering.benchmarking import load_suite, select_images
+    from anomaly_clustering.data import load_ground_truth
+
+    for s in load_suite(args.suite, args.data_root):
+        if args.sets and s.name not in args.sets:
+            continue
+        images = select_images(s.data, s.subset, s.subset_seed, s.exclude_good)
+        gt = load_ground_truth(images)
+        true, names = gt.label_ids()
+        normal = np.asarray(true) == list(names).index("good") if "good" in names else np.zeros(len(true), bool)
+        yield s, images, gt, np.asarray(true), normal
+
+
+def localization_row(set_name: str, seed: int, name: str, maps: np.ndarray, scores: np.ndarray, masks, anomalous: np.ndarray,
+                     key: str = "variant", width: int = 36, suffix: str = "", **extra) -> dict:
+    """PRO@0.3, pixel and image AUROC of one variant's maps and image scores, printed as one line; the JSON row."""
+    from anomaly_clustering.metrics import localization_scores
+
+    r = localization_scores(maps, scores, masks, anomalous)
+    fmt = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    print(f"{set_name:13s} seed {seed} {name:{width}s} PRO {fmt(r.pro_30):>5} AUROC-px {fmt(r.auroc_pixel):>5} "
+          f"AUROC-img {fmt(r.auroc_image):>5}{suffix}", flush=True)
+    return {"set": set_name, "seed": seed, key: name, "pro_30": r.pro_30, "auroc_pixel": r.auroc_pixel, "auroc_image": r.auroc_image, **extra}
+
+
 def saved_view_sets(args: argparse.Namespace, tag: str = ""):
     """Per suite set chosen by ``args`` with saved views: (suite set, its images, the views' files, one per seed)."""
     from anomaly_clustering.benchmarking import load_suite, select_images

@@ -119,11 +119,18 @@ def test_vae_training_lowers_the_loss_and_repeats_under_its_seed():
 @pytest.fixture(scope="module")
 def defect_set(tmp_path_factory):
     """8 generated textures with one planted defect each and 2 defect-free ones (masks at 16×16 map resolution)."""
-    root = tmp_path_factory.mktemp("fca_textures")
-    rng = np.random.default_rng(7)
+    return write_textures(tmp_path_factory.mktemp("fca_textures"), seed=7)
+
+
+def write_textures(root, seed: int, mark: bool = False):
+    """10 generated textures, 8 with a planted defect (and, with ``mark``, the same bright square at one place in
+    every image): the image set and the defects' masks at the 16×16 map resolution."""
+    rng = np.random.default_rng(seed)
     masks = []
     for i in range(10):
         img = make_texture(rng, SIZE)
+        if mark:
+            img[12:28, 12:28] = 0.95
         mask = np.zeros((SIZE, SIZE), bool)
         if i < 8:
             img, mask = plant_defect(img, ("scratch", "hole", "stain")[i % 3], rng)
@@ -158,18 +165,7 @@ def test_localizers_peak_on_planted_defects(defect_set, cls, extra):
 def marked_set(tmp_path_factory):
     """10 generated textures that all carry the same bright mark at one place (a fixture, a logo), 8 of them with a
     planted defect elsewhere (masks at the 16×16 map resolution)."""
-    root = tmp_path_factory.mktemp("fca_marked")
-    rng = np.random.default_rng(11)
-    masks = []
-    for i in range(10):
-        img = make_texture(rng, SIZE)
-        img[12:28, 12:28] = 0.95  # the mark every image shares
-        mask = np.zeros((SIZE, SIZE), bool)
-        if i < 8:
-            img, mask = plant_defect(img, ("scratch", "hole", "stain")[i % 3], rng)
-        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"{i:02d}.png")
-        masks.append(np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((16, 16), Image.BOX)) > 64)
-    return load_image_set(root), np.stack(masks)
+    return write_textures(tmp_path_factory.mktemp("fca_marked"), seed=11, mark=True)
 
 
 def test_position_calibration_subtracts_the_sets_median_map(marked_set):
