@@ -179,15 +179,19 @@ class FCALocalizer(Localizer):
             info["position_calibration"] = self.position_calibration
         return info
 
-    def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCALocalizer":
+    def _fit_model(self, images: ImageSet) -> None:
+        """Validate the parameters and learn what scoring needs (zero-shot FCA: nothing)."""
         validate_params(self)
+
+    def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCALocalizer":
+        self._fit_model(images)
         if self.position_calibration != "none":
             self._learn_positions(self._raw_maps(images)[0])
         return self
 
     def fit_predict(self, images: ImageSet, normal_images: ImageSet | None = None) -> AnomalyMaps:
         """Fit and score the set in one FCA pass (the calibration is learned from the same maps it corrects)."""
-        validate_params(self)
+        self._fit_model(images)
         maps, timings = self._raw_maps(images)
         self._learn_positions(maps)
         return self._records(images, self._calibrated(maps), self._info(timings))
@@ -259,21 +263,8 @@ class FCAVAELocalizer(FCALocalizer):
             pool[i * per_image : (i + 1) * per_image] = x[:, pick].T.half()
         return pool
 
-    def fit(self, images: ImageSet, normal_images: ImageSet | None = None) -> "FCAVAELocalizer":
-        self._fit_vae(images)
-        if self.position_calibration != "none":
-            self._learn_positions(self._raw_maps(images)[0])
-        return self
-
-    def fit_predict(self, images: ImageSet, normal_images: ImageSet | None = None) -> AnomalyMaps:
-        """Train the VAE on the set, then score it in one FCA pass (learning the calibration from those maps)."""
-        self._fit_vae(images)
-        maps, timings = self._raw_maps(images)
-        self._learn_positions(maps)
-        return self._records(images, self._calibrated(maps), self._info(timings))
-
-    def _fit_vae(self, images: ImageSet) -> None:
-        """Train the VAE on random pixel vectors of the set's own scaled features."""
+    def _fit_model(self, images: ImageSet) -> None:
+        """Validate the parameters, then train the VAE on random pixel vectors of the set's own scaled features."""
         validate_params(self)
         start = time.perf_counter()
         feats = extract_features(images, self._spec())
@@ -315,10 +306,6 @@ class FCAVAELocalizer(FCALocalizer):
 
     def _info(self, timings: dict) -> dict:
         return {**super()._info(timings), "vae_loss": [self.loss_first_, self.loss_last_]}
-
-    def predict(self, images: ImageSet) -> AnomalyMaps:
-        check_is_fitted(self, "vae_")
-        return super().predict(images)
 
 
 class FCAVAECalibratedLocalizer(FCAVAELocalizer):
