@@ -8,7 +8,9 @@ image. On MTD 31 % of the defect pixels lie in that frame and 72 of the 386 defe
 there. The frame is, however, the same in every image of the set, so across-set evidence can tell an artefact from
 a defect: per position, the map less the set's median at that position (and optionally divided by the set's MAD
 there). Measured on the fitted ``fca-vae`` of the stage cache (FCA re-run on the VAE's residuals, no new training):
-borders 5 (the paper's, = the localizer's maps), 2 and 0, each as is and calibrated per position. Prints PRO@0.3,
+borders 5 (the paper's, = the localizer's maps), 2 and 0, each as is and calibrated per position; at border 0 also
+two narrower calibrations: only the frame less its position median, and each map less the median of its most
+similar maps (one median per board layout). Prints PRO@0.3,
 pixel and image AUROC (max) at the feature grid per set, seed and variant.
 """
 
@@ -60,6 +62,28 @@ def per_position(maps: np.ndarray, divide: bool) -> np.ndarray:
     return out
 
 
+def frame_median(maps: np.ndarray, frame: int) -> np.ndarray:
+    """Only the ``frame`` outer cells less the set's median there; the interior less one number (the median of its
+    per-position medians), so its ranking is FCA's own and the frame meets it on the same level."""
+    med = np.median(maps, axis=0)
+    inner = np.zeros(med.shape, bool)
+    inner[frame:-frame, frame:-frame] = True
+    med[inner] = np.median(med[inner])
+    return maps - med[None]
+
+
+def neighbour_median(maps: np.ndarray, k: int, grid: int = 16) -> np.ndarray:
+    """Each map less the per-position median of the ``k`` most similar other maps (L2 between the maps pooled to
+    ``grid``×``grid`` and standardised): one median per layout instead of one per set."""
+    n, h, w = maps.shape
+    small = maps.reshape(n, grid, h // grid, grid, w // grid).mean((2, 4)).reshape(n, -1)
+    small = (small - small.mean(1, keepdims=True)) / (small.std(1, keepdims=True) + 1e-8)
+    dist = -small @ small.T  # standardised rows: squared L2 = 2·(cells − dot), one matrix product, no N×N×cells array
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, 1)[:, :k]
+    return np.stack([maps[i] - np.median(maps[nearest[i]], 0) for i in range(n)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     add_suite_arguments(ap, localizer="fca-vae")
@@ -83,6 +107,11 @@ def main() -> None:
                 variants[f"border {b}"] = m
                 variants[f"border {b}, less the position median"] = per_position(m, False)
                 variants[f"border {b}, position z-score"] = per_position(m, True)
+                if b == 0:
+                    for frame in (5, 8):
+                        variants[f"border 0, frame {frame} only less the position median"] = frame_median(m, frame)
+                    for k in (8, 32):
+                        variants[f"border 0, less the median of the {k} most similar maps"] = neighbour_median(m, k)
             for name, m in variants.items():
                 rows.append(localization_row(s.name, seed, name, m, m.reshape(len(m), -1).max(1), masks, ~normal, fca_s_per_image=seconds))
             if args.out:

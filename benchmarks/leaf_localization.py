@@ -69,13 +69,22 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
-    keys = ("peak_on_defect", "outline_ratio", "auroc_pixel", "auroc_image")
-    print("| localizer | maps peaking on the defect % | outline rise / defect rise | AUROC-pixel | AUROC-image |")
-    print("|---|---|---|---|---|")
-    for name in args.localizers:
+    print_means(rows, args.localizers, ("peak_on_defect", "outline_ratio", "auroc_pixel", "auroc_image"))
+
+
+#: Column titles of the per-localizer table.
+TITLES = {"pro_30": "PRO@0.3", "peak_on_defect": "maps peaking on the defect %", "outline_ratio": "outline rise / defect rise",
+          "auroc_pixel": "AUROC-pixel", "auroc_image": "AUROC-image"}
+
+
+def print_means(rows: list[dict], localizers: list[str], keys: tuple[str, ...]) -> None:
+    """One Markdown row per localizer: the mean ± std over its rows (seeds) of each of ``keys``."""
+    print("| localizer | " + " | ".join(TITLES[k] for k in keys) + " |\n|---|" + "---|" * len(keys))
+    for name in localizers:
         group = [r for r in rows if r["localizer"] == name]
-        print(f"| {name} | " + " | ".join(f"{np.mean([r[k] for r in group]):.{3 if k == 'outline_ratio' else 1}f} ± "
-                                          f"{np.std([r[k] for r in group]):.{3 if k == 'outline_ratio' else 1}f}" for k in keys) + " |")
+        digits = {k: 3 if k == "outline_ratio" else 1 for k in keys}
+        print(f"| {name} | " + " | ".join(f"{np.mean([r[k] for r in group]):.{digits[k]}f} ± {np.std([r[k] for r in group]):.{digits[k]}f}"
+                                          for k in keys) + " |")
 
 
 if __name__ == "__main__":
