@@ -116,8 +116,8 @@ def main() -> None:
             images = load_image_set(folder / "test")
             gt = load_ground_truth(images)
             order = {Path(p).stem: j for j, p in enumerate(images.paths)}  # load order may differ from build order
-            kept = [Path(p).stem for p in source.paths]
-            assert len(set(kept)) == len(kept), "image names must be unique across types"
+            stems = [Path(p).stem for p in source.paths]
+            assert len(set(stems)) == len(stems), "image names must be unique across types"
             print(f"seed {seed}: {len(images)} object images, {int(defects.any((1, 2)).sum())} defective, {dropped} left out", flush=True)
             for name in args.localizers:
                 loc = registry.create("localizer", name)
@@ -127,7 +127,7 @@ def main() -> None:
                 grid = out.maps.shape[1:]
                 masks = np.stack([gt.load_mask(i, grid) for i in range(len(images))])
                 loc_scores = localization_scores(out.maps, out.scores, masks, masks.any((1, 2)))
-                idx = np.array([order[s] for s in kept if s in order])
+                idx = np.array([order[s] for s in stems if s in order])  # the images build() kept, in its order
                 row = {"localizer": name, "seed": seed, "n": len(images), "pro_30": round(100 * loc_scores.pro_30, 1),
                        **outline_scores(out.maps[idx], out.scores[idx], defects, rims)}
                 rows.append(row)
