@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
-from view_harness import add_suite_arguments, labelled_suite_sets, localization_row  # noqa: E402
+from view_harness import add_suite_arguments, fitted_on_suite, grid_masks, localization_row  # noqa: E402  (benchmarks/ is the script folder)
 
 
 def raw_fca_maps(localizer, images) -> np.ndarray:
@@ -84,6 +83,23 @@ def neighbour_median(maps: np.ndarray, k: int, grid: int = 16) -> np.ndarray:
     return np.stack([maps[i] - np.median(maps[nearest[i]], 0) for i in range(n)])
 
 
+def variants(raw: np.ndarray, params, borders: list[int]) -> dict[str, np.ndarray]:
+    """Every variant's maps: each border as is, less the position median, as a position z-score; at border 0 also
+    the frame-only and nearest-maps calibrations."""
+    out = {}
+    for b in borders:
+        m = with_border(raw, params, b)
+        out[f"border {b}"] = m
+        out[f"border {b}, less the position median"] = per_position(m, False)
+        out[f"border {b}, position z-score"] = per_position(m, True)
+        if b == 0:
+            for frame in (5, 8):
+                out[f"border 0, frame {frame} only less the position median"] = frame_median(m, frame)
+            for k in (8, 32):
+                out[f"border 0, less the median of the {k} most similar maps"] = neighbour_median(m, k)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     add_suite_arguments(ap, localizer="fca-vae")
@@ -92,30 +108,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
-    for s, images, gt, true, normal in labelled_suite_sets(args):
-        for seed in (int(v) for v in args.seeds.split(",")):
-            fit = _fit(images, args.localizer, "average", seed, len(set(true.tolist())), [])
-            loc = fit.components["localizer"]
-            start = time.perf_counter()
-            raw = raw_fca_maps(loc, images)
-            seconds = (time.perf_counter() - start) / len(images)
-            print(f"{s.name} seed {seed}: raw FCA maps, {seconds:.3f} s / image", flush=True)
-            masks = np.stack([gt.load_mask(i, raw.shape[1:]) for i in range(len(images))]) if gt.has_masks else None
-            variants = {}
-            for b in (int(v) for v in args.borders.split(",")):
-                m = with_border(raw, loc._params(), b)
-                variants[f"border {b}"] = m
-                variants[f"border {b}, less the position median"] = per_position(m, False)
-                variants[f"border {b}, position z-score"] = per_position(m, True)
-                if b == 0:
-                    for frame in (5, 8):
-                        variants[f"border 0, frame {frame} only less the position median"] = frame_median(m, frame)
-                    for k in (8, 32):
-                        variants[f"border 0, less the median of the {k} most similar maps"] = neighbour_median(m, k)
-            for name, m in variants.items():
-                rows.append(localization_row(s.name, seed, name, m, m.reshape(len(m), -1).max(1), masks, ~normal, fca_s_per_image=seconds))
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=1))
+    for s, seed, images, gt, normal, fit in fitted_on_suite(args):
+        loc = fit.components["localizer"]
+        start = time.perf_counter()
+        raw = raw_fca_maps(loc, images)
+        seconds = (time.perf_counter() - start) / len(images)
+        print(f"{s.name} seed {seed}: raw FCA maps, {seconds:.3f} s / image", flush=True)
+        masks = grid_masks(gt, len(images), raw.shape[1:])
+        for name, m in variants(raw, loc._params(), [int(v) for v in args.borders.split(",")]).items():
+            rows.append(localization_row(s.name, seed, name, m, m.reshape(len(m), -1).max(1), masks, ~normal, fca_s_per_image=seconds))
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classifier_ablation import _fit  # noqa: E402  (benchmarks/ is the script folder)
 from nn_evidence import robust_z  # noqa: E402
-from view_harness import add_suite_arguments, labelled_suite_sets, localization_row  # noqa: E402
+from view_harness import add_suite_arguments, fitted_on_suite, grid_masks, localization_row  # noqa: E402  (benchmarks/ is the script folder)
 
 
 def residual_norms(localizer, images) -> np.ndarray:
@@ -79,22 +78,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
-    for s, images, gt, true, normal in labelled_suite_sets(args):
-        for seed in (int(v) for v in args.seeds.split(",")):
-            fit = _fit(images, args.localizer, "average", seed, len(set(true.tolist())), [])
-            fca = np.asarray(fit.maps.maps, np.float32)
-            res = residual_norms(fit.components["localizer"], images)
-            if res.shape != fca.shape:
-                res = torch.nn.functional.interpolate(torch.from_numpy(res)[:, None], size=fca.shape[1:], mode="bilinear")[:, 0].numpy()
-            from anomaly_clustering.plugins.blind_lca.torch_model import postprocess
+    from anomaly_clustering.plugins.blind_lca.torch_model import postprocess
 
-            params = fit.components["localizer"]._params()
-            res_post = np.stack([postprocess(torch.from_numpy(r), params).numpy() for r in res])
-            masks = np.stack([gt.load_mask(i, fca.shape[1:]) for i in range(len(images))]) if gt.has_masks else None
-            for name, (m, score) in variants(fca, res, res_post).items():
-                rows.append(localization_row(s.name, seed, name, m, score, masks, ~normal))
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=1))
+    for s, seed, images, gt, normal, fit in fitted_on_suite(args):
+        fca = np.asarray(fit.maps.maps, np.float32)
+        res = residual_norms(fit.components["localizer"], images)
+        if res.shape != fca.shape:
+            res = torch.nn.functional.interpolate(torch.from_numpy(res)[:, None], size=fca.shape[1:], mode="bilinear")[:, 0].numpy()
+        params = fit.components["localizer"]._params()
+        res_post = np.stack([postprocess(torch.from_numpy(r), params).numpy() for r in res])
+        masks = grid_masks(gt, len(images), fca.shape[1:])
+        for name, (m, score) in variants(fca, res, res_post).items():
+            rows.append(localization_row(s.name, seed, name, m, score, masks, ~normal))
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,21 @@ def labelled_suite_sets(args: argparse.Namespace):
         yield s, images, gt, np.asarray(true), normal
 
 
+def fitted_on_suite(args: argparse.Namespace):
+    """Per suite set chosen by ``args`` and seed of ``args.seeds``: (suite set, seed, its images, their ground truth,
+    the good images' mask, ``args.localizer`` fitted with the floor's classifier through the stage cache)."""
+    from classifier_ablation import _fit  # lazily: classifier_ablation imports this module
+
+    for s, images, gt, true, normal in labelled_suite_sets(args):
+        for seed in (int(v) for v in args.seeds.split(",")):
+            yield s, seed, images, gt, normal, _fit(images, args.localizer, "average", seed, len(set(true.tolist())), [])
+
+
+def grid_masks(gt, n: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The ``n`` images' ground-truth masks at ``shape`` (N×h×w bool), None where the set has no masks."""
+    return np.stack([gt.load_mask(i, shape) for i in range(n)]) if gt.has_masks else None
+
+
 def localization_row(set_name: str, seed: int, name: str, maps: np.ndarray, scores: np.ndarray, masks, anomalous: np.ndarray,
                      key: str = "variant", width: int = 36, suffix: str = "", **extra) -> dict:
     """PRO@0.3, pixel and image AUROC of one variant's maps and image scores, printed as one line; the JSON row."""
