@@ -1,6 +1,8 @@
 """Localizers on real defects inside an object on a plain background (issue #19's held-out leaves, built from real data).
 
     python benchmarks/object_composite.py --set mtd --images 300 --seeds 0 1 2 --localizers fca-vae fca-nearest mutual
+    python benchmarks/object_composite.py --set mtd --write OBJ --good 300       # a labelled object set, for clustering:
+    anomaly-cluster benchmark --suite benchmarks/suite-objects.yaml --data_root OBJ --seeds 0,1,2
 
 The generated leaves (``leaf_localization.py``) do not reproduce what issue #19 saw on photographed leaves (the
 object's rim brighter than its symptoms, image AUROC below chance): their spot is a strong colour change. Here each
@@ -13,6 +15,10 @@ draws both the compositions and the localizer), it prints PRO@0.3, pixel and ima
 share of defective images whose map peaks within 4 px of the defect and the median outline rise relative to the
 defect rise (above each map's median); then the mean ± std over seeds. Data by ``--data`` or
 ``$ANOMALY_CLUSTERING_DATA``, else ``../shared/data``.
+
+With ``--write OBJ`` it writes one such set instead (every defective image and ``--good`` good ones drawn with the
+first seed, composed with it) as ``OBJ/<set>_objects`` in MVTec AD layout, masks included: a labelled set of the
+objects-on-a-background kind for the clustering suite (``benchmarks/suite-objects.yaml``).
 """
 
 from __future__ import annotations
@@ -88,6 +94,22 @@ def build(source, gt, folder: Path, size: int, seed: int) -> tuple[np.ndarray, n
     return np.stack(defects), np.stack(rims), dropped
 
 
+def write_object_set(source, labels: list[str], folder: Path, good: int, size: int, seed: int) -> None:
+    """Every defective image of ``source`` and ``good`` of its good ones (drawn with ``seed``) as objects under
+    ``folder`` (MVTec AD layout, masks included); prints what was kept per type."""
+    from anomaly_clustering.data import load_ground_truth, load_image_set
+
+    labels_ = np.asarray(labels)
+    normal = np.flatnonzero(labels_ == "good")
+    keep = np.sort(np.concatenate([np.flatnonzero(labels_ != "good"),
+                                   np.random.default_rng(seed).choice(normal, min(good, len(normal)), replace=False)]))
+    chosen = source.subset(keep.tolist())
+    _, _, dropped = build(chosen, load_ground_truth(chosen), folder, size, seed)
+    kinds = load_ground_truth(load_image_set(folder / "test")).labels
+    counts = {k: int(np.sum(np.asarray(kinds) == k)) for k in sorted(set(kinds))}
+    print(f"{folder}: {len(kinds)} images, {dropped} left out (defect cut by the outline or no mask); per type {counts}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(data_root()))
@@ -97,6 +119,8 @@ def main() -> None:
     ap.add_argument("--localizers", nargs="*", default=["fca-vae", "fca-vae-calibrated", "fca-nearest", "mutual"])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--write", default=None, help="folder: write one labelled object set there and stop")
+    ap.add_argument("--good", type=int, default=300, help="with --write: how many good images join every defective one")
     args = ap.parse_args()
     from anomaly_clustering import registry, runtime
     from anomaly_clustering.data import load_ground_truth, load_image_set
@@ -105,6 +129,9 @@ def main() -> None:
 
     source = load_image_set(Path(args.data) / args.set / "test")
     labels = list(load_ground_truth(source).labels)
+    if args.write:
+        write_object_set(source, labels, Path(args.write) / f"{args.set}_objects", args.good, args.size, args.seeds[0])
+        return
     if args.images < len(source):
         source = source.subset(stratified(labels, args.images).tolist())
     gt_source = load_ground_truth(source)

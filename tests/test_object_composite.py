@@ -38,3 +38,21 @@ def test_a_defect_in_the_tile_corner_is_cut_away() -> None:
     for seed in range(5):
         _, moved, _, kept = composite(image, mask, 160, np.random.default_rng(seed))
         assert kept < 0.5 and moved.sum() < 0.5 * mask.sum() * (160 / 100) ** 2
+
+
+def test_write_object_set_keeps_every_defective_image_whose_defect_survives_and_the_good_asked_for(tmp_path: Path) -> None:
+    from anomaly_clustering.data import load_ground_truth, load_image_set
+    from anomaly_clustering.examples import make_example_set
+    from object_composite import write_object_set
+
+    source = load_image_set(make_example_set(tmp_path / "src", per_kind=3, n_good=6, size=96, seed=0))
+    labels = list(load_ground_truth(source).labels)
+    write_object_set(source, labels, tmp_path / "obj" / "ex_objects", good=4, size=96, seed=0)
+    written = load_image_set(tmp_path / "obj" / "ex_objects" / "test")
+    gt = load_ground_truth(written)
+    kinds = np.asarray(gt.labels)
+    assert (kinds == "good").sum() == 4
+    assert 0 < (kinds != "good").sum() <= sum(k != "good" for k in labels)
+    assert set(kinds.tolist()) <= set(labels)
+    for i in np.flatnonzero(kinds != "good"):  # every defective object keeps a defect in its moved mask
+        assert gt.load_mask(int(i), (96, 96)).any()

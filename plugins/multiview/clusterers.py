@@ -37,9 +37,14 @@ def _check(x: np.ndarray, k: int) -> None:
         raise ValueError("embeddings contain non-finite values")
 
 
+def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The K cluster means of ``x`` (K×D); an empty cluster's row is infinite, so that it is never the nearest."""
+    return np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(k)])
+
+
 class _Centroids(Clusterer):
     def _remember(self, x: np.ndarray, labels: np.ndarray) -> None:
-        self.centroids_ = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf) for c in range(self.n_clusters)])
+        self.centroids_ = _centroids(x, labels, self.n_clusters)
 
     def predict(self, embeddings: Embeddings) -> Clustering:
         if not hasattr(self, "centroids_"):
@@ -66,20 +71,27 @@ class NormalFirstClusterer(_Centroids):
     inspection set); otherwise Ward clusters all images into K. With ``normal_variation`` > 0, once the normal group
     is set aside, the principal directions that hold that share of its own variance are removed from every vector
     before Ward splits the rest: what varies among defect-free images (layout, lighting, the product's own variants)
-    is not a defect type (nuisance attribute projection). Deterministic (Ward; the silhouettes and the normal
+    is not a defect type (nuisance attribute projection). With ``reassign_normal``, once Ward has split the rest, every
+    image of the normal group joins the nearest of the K centroids (the normal group's and the K − 1 types'), compared
+    on the columns the normal group carries (a view gated off for images without a region, all zeros there, says
+    nothing about them): the binarizer misses defects, and one nearest-centroid step gives those back to their type
+    (one step only: iterating lets the centroids drift). Deterministic (Ward; the silhouettes and the normal
     directions subsample beyond ``sample`` images with ``seed``).
     ``predict`` applies the same rule (the learned score threshold, or the new images' regions, and the learned
-    directions): a normal-looking image joins the normal cluster, any other the nearest of the K − 1 type centroids.
+    directions): a normal-looking image joins the normal cluster (with ``reassign_normal``, the nearest of all K
+    centroids on those columns), any other the nearest of the K − 1 type centroids.
     """
 
     def __init__(self, n_clusters: int = 2, normal_by: str = "score", min_normal_share: float = 0.5, min_separability: float = 0.8,
-                 structure_check: bool = True, normal_variation: float = 0.0, sample: int = 2000, seed: int = 0):
+                 structure_check: bool = True, normal_variation: float = 0.0, reassign_normal: bool = False, sample: int = 2000,
+                 seed: int = 0):
         self.n_clusters = n_clusters
         self.normal_by = normal_by
         self.min_normal_share = min_normal_share
         self.min_separability = min_separability
         self.structure_check = structure_check
         self.normal_variation = normal_variation
+        self.reassign_normal = reassign_normal
         self.sample = sample
         self.seed = seed
 
@@ -93,6 +105,8 @@ class NormalFirstClusterer(_Centroids):
         v = self.normal_variation
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 <= float(v) < 1.0:
             raise ValueError(f"normal_variation={self.normal_variation}: a share of the normal group's variance in [0, 1)")
+        if not isinstance(self.reassign_normal, (bool, np.bool_)):
+            raise ValueError(f"reassign_normal={self.reassign_normal!r}: True or False")
 
     def _separation(self, x: np.ndarray) -> float:
         """Silhouette of Ward's max(2, K − 1) clusters of ``x`` (−1 when fewer images than that + 1)."""
@@ -149,6 +163,27 @@ class NormalFirstClusterer(_Centroids):
         v = getattr(self, "normal_basis_", None)
         return x if v is None else x - (x @ v.T) @ v
 
+    @staticmethod
+    def _columns_carried(normal: np.ndarray) -> np.ndarray | None:
+        """The columns not all zero over the normal group (None: none is, nothing to compare on)."""
+        carried = np.any(normal != 0, axis=0)
+        return carried if carried.any() else None
+
+    def _nearest_on_shared(self, x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Index of the nearest of ``centroids`` for each row of ``x``, on the columns the normal group carries."""
+        return nearest_centroid(x[:, self.shared_columns_], centroids[:, self.shared_columns_])
+
+    def _normal_then_types(self, x: np.ndarray, normal: np.ndarray) -> np.ndarray:
+        """The normal group as cluster K − 1 and Ward's K − 1 types of the rest; with ``reassign_normal`` the group's
+        images then join the nearest of the K centroids (one step)."""
+        k = self.n_clusters
+        labels = np.full(len(x), k - 1, dtype=np.int64)
+        rest = np.flatnonzero(~normal)
+        labels[rest] = _ward(x[rest], k - 1)
+        if self.shared_columns_ is not None:
+            labels[normal] = self._nearest_on_shared(x[normal], _centroids(x, labels, k))
+        return labels
+
     def fit_predict(self, embeddings: Embeddings) -> Clustering:
         self._validate()
         x = embeddings.image_vectors().astype(np.float64)
@@ -159,19 +194,17 @@ class NormalFirstClusterer(_Centroids):
             normal = np.zeros(len(x), bool)
         use, structure = self._set_aside(x, normal, eta)
         self.normal_basis_ = self._normal_basis(x[normal]) if use and self.normal_variation > 0 else None
+        self.shared_columns_ = self._columns_carried(x[normal]) if use and self.reassign_normal else None
         x = self._without_normal_variation(x)
-        labels = np.full(len(x), k - 1, dtype=np.int64)
-        if use:
-            rest = np.flatnonzero(~normal)
-            labels[rest] = _ward(x[rest], k - 1)
-        else:
-            labels = _ward(x, k)
+        labels = self._normal_then_types(x, normal) if use else _ward(x, k)
         self._remember(x, labels)
         self.normal_set_aside_ = bool(use)
         self.score_threshold_ = threshold
         info = {"normal_set_aside": bool(use), "normal_by": self.normal_by, "normal_share": float(normal.mean()), **structure}
         if self.normal_basis_ is not None:
             info["normal_directions_removed"] = int(len(self.normal_basis_))
+        if self.shared_columns_ is not None:
+            info["normal_reassigned"] = int(np.sum(labels[normal] != k - 1))
         if eta is not None:
             info["otsu_eta"] = float(eta)
         return Clustering(labels, k, info=info)
@@ -187,6 +220,8 @@ class NormalFirstClusterer(_Centroids):
             raise ValueError("the normal cluster was set aside by image scores; predict needs info['image_scores'] too")
         labels = np.full(len(x), self.n_clusters - 1, dtype=np.int64)
         labels[~normal] = nearest_centroid(x[~normal], self.centroids_[: self.n_clusters - 1])
+        if getattr(self, "shared_columns_", None) is not None and normal.any():
+            labels[normal] = self._nearest_on_shared(x[normal], self.centroids_)
         return Clustering(labels, self.n_clusters, info={"assigned_by": f"normal by {self.normal_by}, else nearest type centroid"})
 
 

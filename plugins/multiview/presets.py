@@ -59,11 +59,12 @@ MULTIVIEW_ALL = ClassifierPreset(
 MULTIVIEW_ALL_NORMAL_FIRST = ClassifierPreset(
     representation={"name": "multiview", "views": ("anomaly", "average", "context", "crop"),
                     "view_weights": (1.0, 1.0, 1.0, 1.0), "crop_gate": "mask"},
-    clusterer={"name": "normal-first", "normal_by": "region", "normal_variation": 0.5},
+    clusterer={"name": "normal-first", "normal_by": "region", "normal_variation": 0.5, "reassign_normal": True},
     binarizer="hysteresis",
     description="Default: multiview-all's descriptor; when the binarizer leaves most images without a region and those "
     "images look like one population (they split less clearly than the rest), they are one cluster, the directions "
-    "holding half of their own variance are removed, and Ward splits the rest into K-1 types; otherwise Ward on all, "
+    "holding half of their own variance are removed, Ward splits the rest into K-1 types, and each image of that group "
+    "joins the nearest of the K centroids (one step); otherwise Ward on all, "
     "as multiview-all (see benchmarks/README.md, 'The development suite', for its figures on every set)",
 )
 

@@ -386,3 +386,28 @@ def test_representation_pca_view_transform_sets_each_views_width(tmp_path) -> No
     for bad in ({"view_transform": "zca"}, {"view_dims": 0}, {"view_dims": 2.5}):
         with pytest.raises(ValueError):
             MultiViewDescriptor(**{**SMALL, **bad}).fit(images, maps, regions)
+
+
+def test_reassign_normal_gives_missed_defects_back_to_their_type_and_predict_does_the_same() -> None:
+    rng = np.random.default_rng(8)
+    centres = np.zeros((3, 8))
+    centres[:, :4] = rng.normal(0, 4, (3, 4))
+    types = np.repeat(np.arange(3), 20)
+    x = np.concatenate([centres[types] + rng.normal(0, 0.3, (60, 8)), rng.normal(0, 0.3, (100, 8))])
+    x = np.concatenate([x, np.zeros((160, 3))], 1)  # a gated view: carried only by images with a region
+    has_region = np.r_[np.ones(60, bool), np.zeros(100, bool)]
+    has_region[[0, 20, 40]] = False  # one defect of each type missed by the binarizer
+    x[~has_region, 8:] = 0.0
+    x[has_region, 8:] = rng.normal(0, 5, (int(has_region.sum()), 3))  # and that view is loud for the rest
+    emb = Embeddings.per_image(x.astype(np.float32), {"has_region": has_region.tolist()})
+    plain = NormalFirstClusterer(n_clusters=4, normal_by="region", structure_check=False).fit_predict(emb)
+    assert plain.labels[[0, 20, 40]].tolist() == [3, 3, 3]
+    model = NormalFirstClusterer(n_clusters=4, normal_by="region", structure_check=False, reassign_normal=True)
+    res = model.fit_predict(emb)
+    assert res.info["normal_reassigned"] == 3 and model.shared_columns_.tolist() == [True] * 8 + [False] * 3
+    assert [res.labels[i] for i in (0, 20, 40)] == [res.labels[1], res.labels[21], res.labels[41]]
+    assert np.all(res.labels[60:] == 3)  # the good images stay together
+    pred = model.predict(Embeddings.per_image(x[[1, 21, 100]].astype(np.float32) * [[1] * 8 + [0] * 3], {"has_region": [False] * 3}))
+    assert pred.labels.tolist() == [res.labels[1], res.labels[21], 3]
+    with pytest.raises(ValueError, match="reassign_normal"):
+        NormalFirstClusterer(n_clusters=4, normal_by="region", reassign_normal="yes").fit_predict(emb)
