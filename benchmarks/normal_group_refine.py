@@ -11,7 +11,8 @@ look like one population). Two ideas, each measured against it per set and seed:
 - ``reassign``: the group as set aside also holds defective images the binarizer missed (MTD: 40–47 % of its
   defective tiles). Once Ward has split the rest, every image of the group joins the nearest of the normal centroid
   and the K − 1 type centroids, compared on the views every image has (not the crop, which only images with a
-  region carry), after the normal group's own variation is removed as in the default.
+  region carry), after the normal group's own variation is removed as in the default: the clusterer's own
+  ``reassign_normal`` option (on in the default since 2026-12-07).
 """
 
 from __future__ import annotations
@@ -23,25 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from normal_first_rule import descriptor  # noqa: E402  (`multiview-all`'s vectors from the saved views)
 from view_harness import print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of  # noqa: E402
 
-WHOLE_VIEWS = ("eq2", "avg512", "ctx384")
-
-
-def descriptor(blocks: dict[str, np.ndarray], has_region: np.ndarray) -> tuple[np.ndarray, int]:
-    """`multiview-all`'s vectors (the crop only for images with a region) and the width of the views every image has."""
-    whole = np.concatenate([blocks[v] for v in WHOLE_VIEWS], 1)
-    return np.concatenate([whole, blocks["crop224"] * has_region[:, None]], 1).astype(np.float64), whole.shape[1]
-
-
-def reassigned(x: np.ndarray, labels: np.ndarray, normal: np.ndarray, k: int, width: int) -> np.ndarray:
-    """Every image of the normal group (cluster K − 1) moved to the nearest centroid on the first ``width`` columns."""
-    z = x[:, :width]
-    centroids = np.stack([z[labels == c].mean(0) for c in range(k)])
-    d = ((z[normal][:, None, :] - centroids[None]) ** 2).sum(-1)
-    out = labels.copy()
-    out[normal] = d.argmin(1)
-    return out
 
 
 def variants(saved) -> dict[str, float]:
@@ -53,20 +38,19 @@ def variants(saved) -> dict[str, float]:
 
     true, k = saved["true"], int(saved["k"])
     has_region, info = region_info(saved)
-    x, width = descriptor(saved_blocks(saved), has_region)
+    emb = Embeddings.per_image(descriptor(saved_blocks(saved), has_region), info)
     row = {}
     for name, share in (("default", 0.5), ("share 1/K", 1.0 / k)):
-        c = NormalFirstClusterer(n_clusters=k, normal_by="region", normal_variation=0.5, min_normal_share=min(share, 0.5))
-        labels = c.fit_predict(Embeddings.per_image(x.astype(np.float32), info)).labels
-        row[name] = float(nmi(true, labels))
-        row[f"{name}: set aside"] = float(c.normal_set_aside_)
-        if c.normal_set_aside_:
-            moved = reassigned(c._without_normal_variation(x), labels, ~has_region, k, width)
-            row[f"{name} + reassign"] = float(nmi(true, moved))
-            row[f"{name} + reassign: moved"] = float((moved[~has_region] != k - 1).mean())
-        else:
-            row[f"{name} + reassign"] = row[name]
-            row[f"{name} + reassign: moved"] = 0.0
+        for reassign in (False, True):
+            c = NormalFirstClusterer(n_clusters=k, normal_by="region", normal_variation=0.5, min_normal_share=min(share, 0.5),
+                                     reassign_normal=reassign)
+            res = c.fit_predict(emb)
+            label = f"{name} + reassign" if reassign else name
+            row[label] = float(nmi(true, res.labels))
+            if reassign:
+                row[f"{label}: moved"] = res.info.get("normal_reassigned", 0) / max(1, int((~has_region).sum()))
+            else:
+                row[f"{name}: set aside"] = float(c.normal_set_aside_)
     return row
 
 
