@@ -10,7 +10,8 @@ crops) and every variant — a weighted concatenation of standardised views — 
 NMI and the gap closed g = (NMI − floor)/(1 − floor) per variant, mean and worst over seeds. The crop view can be
 weighted per image by a gate from the image score (``otsu``: Otsu's split of the log scores; ``rank``: the score's
 rank in the set) or the binarizer's verdict (``mask``: the image has a region), so that images that look normal
-are described by their context only.
+are described by their context only. ``--view_backbone`` describes the views by another backbone (the maps and
+the floor stay the same; ``benchmarks/view_backbone.py`` compares the saved views).
 """
 
 from __future__ import annotations
@@ -71,11 +72,13 @@ def main() -> None:
     ap.add_argument("--save_blocks", default=None, help="folder: every set × seed's standardised views, labels and gates (.npz) for re-analysis")
     ap.add_argument("--fit_options", default="", help='extra fit options for the localizer\'s run, one shell-quoted string, '
                     'e.g. "--localizer.self_weight 0.25"')
+    ap.add_argument("--view_backbone", default="tf_efficientnet_lite0", help="backbone of the eq. 2, average, context and crop "
+                    "views (the floor stays Sohn's Average on the default backbone)")
     ap.add_argument("--tag", default="", help="suffix of the saved block files: {set}_{localizer}{tag}_seed{seed}.npz")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = shlex.split(args.fit_options)
-    lite = "tf_efficientnet_lite0"
+    lite = args.view_backbone
     results = {}
     for s in load_suite(args.suite, args.data_root):
         if args.sets and s.name not in args.sets:
@@ -93,7 +96,7 @@ def main() -> None:
             floor_res = _fit(images, args.localizer, "average", seed, k, extra)
             floor = nmi(true, floor_res.clustering.labels)
             maps = floor_res.maps
-            wd = WeightedDescriptor(context_weight=1.0)
+            wd = WeightedDescriptor(lite, context_weight=1.0)
             with runtime.settings(quiet=True):
                 eq2, avg = wd._blocks(images, maps)
             blocks = {"eq2": standardise(eq2), "avg512": standardise(avg), **shared}

@@ -86,6 +86,10 @@ class MultiViewDescriptor(Representation):
     views only (a crop of a good image's highest point describes where it lands, not a defect); the image scores
     of the maps travel in ``info["image_scores"]``, and whether the binarizer gave each image a region in
     ``info["has_region"]``, for clusterers that set the normal images aside first.
+    ``extra_backbones``: further backbones (names shipped offline, e.g. ``tf_efficientnet_lite1``) whose views sit
+    beside ``backbone``'s: each view is then the concatenation of its parts, one per backbone, each standardised on
+    its own and scaled by 1/sqrt(number of backbones) so the view keeps its weight. An option, not the default's:
+    with Lite1 beside Lite0 the suite moves by less than its seed spread (benchmarks/README.md, "2026-12-07, later").
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class MultiViewDescriptor(Representation):
         view_dims: int = 32,
         whiten: bool = False,
         batch_size: int = 16,
+        extra_backbones: tuple[str, ...] = (),
     ):
         self.backbone = backbone
         self.backbone_weights = backbone_weights
@@ -127,6 +132,7 @@ class MultiViewDescriptor(Representation):
         self.view_dims = view_dims
         self.whiten = whiten
         self.batch_size = batch_size
+        self.extra_backbones = extra_backbones
 
     def _validate(self) -> None:
         views, weights = tuple(self.views), tuple(self.view_weights)
@@ -146,26 +152,43 @@ class MultiViewDescriptor(Representation):
             raise ValueError(f"view_dims={self.view_dims}: a positive integer")
         if min(self.context_size, self.crop_size, self.average_size) < 32:
             raise ValueError("context_size, crop_size and average_size must be at least 32 pixels")
+        extra = self.extra_backbones
+        if not isinstance(extra, (list, tuple)) or any(not isinstance(b, str) or not b for b in extra) or len(set(self._backbones())) != 1 + len(extra):
+            raise ValueError(f"extra_backbones={extra!r}: a list of distinct backbone names other than backbone={self.backbone!r}")
 
-    def _spec(self, size: int) -> FeatureSpec:
-        return FeatureSpec(self.backbone, tuple(str(l) for l in self.layers), int(size), self.backbone_weights)
+    def _backbones(self) -> list[str]:
+        """The backbones every view is described by: ``backbone`` first, then ``extra_backbones``."""
+        return [self.backbone, *self.extra_backbones]
+
+    def _spec(self, size: int, backbone: str) -> FeatureSpec:
+        return FeatureSpec(backbone, tuple(str(l) for l in self.layers), int(size), self._weights(backbone))
+
+    def _weights(self, backbone: str) -> str | None:
+        """``backbone_weights`` belongs to ``backbone``; the extra backbones resolve their own (offline) weights."""
+        return self.backbone_weights if backbone == self.backbone else None
+
+    def _view_block(self, view: str, backbone: str, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> np.ndarray:
+        """One view of every image, described by one backbone (N×D)."""
+        if view == "anomaly":
+            eq2 = WeightedDescriptor(backbone, self._weights(backbone), input_size=int(self.average_size), tau=float(self.anomaly_tau))
+            return eq2.fit_transform(images, maps, regions).vectors
+        if view == "average":
+            return view_vectors(images, "average", FeatureSpec(backbone, (), int(self.average_size), self._weights(backbone)), ())
+        if view == "context":
+            return view_vectors(images, "context", self._spec(self.context_size, backbone), self.stats, batch_size=self.batch_size)
+        boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)
+        return view_vectors(images, "crop", self._spec(self.crop_size, backbone), self.stats, boxes, self.batch_size)
 
     def _blocks(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> list[np.ndarray]:
+        """The views' blocks, view by view and within a view backbone by backbone."""
         if len(maps) != len(images):
             raise ValueError(f"{len(maps)} anomaly maps for {len(images)} images")
-        blocks = []
-        for view in self.views:
-            if view == "anomaly":
-                eq2 = WeightedDescriptor(self.backbone, self.backbone_weights, input_size=int(self.average_size), tau=float(self.anomaly_tau))
-                blocks.append(eq2.fit_transform(images, maps, regions).vectors)
-            elif view == "average":
-                blocks.append(view_vectors(images, "average", FeatureSpec(self.backbone, (), int(self.average_size), self.backbone_weights), ()))
-            elif view == "context":
-                blocks.append(view_vectors(images, "context", self._spec(self.context_size), self.stats, batch_size=self.batch_size))
-            else:
-                boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)
-                blocks.append(view_vectors(images, "crop", self._spec(self.crop_size), self.stats, boxes, self.batch_size))
-        return blocks
+        return [self._view_block(v, b, images, maps, regions) for v in self.views for b in self._backbones()]
+
+    def _block_views(self) -> list[tuple[str, float]]:
+        """(view name, weight) of each block of :meth:`_blocks`: a view's weight shared by its backbones' parts."""
+        n = len(self._backbones())
+        return [(v, float(w) / np.sqrt(n)) for v, w in zip(self.views, self.view_weights) for _ in range(n)]
 
     def _learn(self, blocks: list[np.ndarray], maps: AnomalyMaps) -> None:
         self.view_states_ = [fit_view_transform(b, self.view_transform, int(self.view_dims), bool(self.whiten)) for b in blocks]
@@ -184,10 +207,11 @@ class MultiViewDescriptor(Representation):
         if not hasattr(self, "view_states_"):
             raise RuntimeError("MultiViewDescriptor is not fitted: call fit or fit_transform first")
         gate = self.crop_weights(maps, regions)
-        parts = [apply_view_transform(b, st) * float(w) * (gate[:, None] if v == "crop" else 1.0)
-                 for b, st, w, v in zip(blocks, self.view_states_, self.view_weights, self.views)]
-        dims = [int(p.shape[1]) for p in parts]
-        info = {"backbone": self.backbone, "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)],
+        parts = [apply_view_transform(b, st) * w * (gate[:, None] if v == "crop" else 1.0)
+                 for b, st, (v, w) in zip(blocks, self.view_states_, self._block_views())]
+        n = len(self._backbones())
+        dims = [sum(int(p.shape[1]) for p in parts[i:i + n]) for i in range(0, len(parts), n)]
+        info = {"backbone": self.backbone, "extra_backbones": list(self.extra_backbones), "views": list(self.views), "view_dims": dims, "image_scores": [float(v) for v in np.asarray(maps.scores)],
                 "has_region": _has_region(regions, len(maps)), "crop_share": float(gate.mean())}
         return Embeddings.per_image(np.concatenate(parts, axis=1).astype(np.float32), info)
 

@@ -245,6 +245,23 @@ def test_representation_conformance_and_views(tmp_path) -> None:
         assert (tmp_path / "multiview").is_dir()  # views cached by content, one verified entry per view
 
 
+def test_extra_backbones_put_each_views_parts_side_by_side_at_the_views_weight(tmp_path) -> None:
+    images = testing.example_images()
+    maps = testing.example_maps(images)
+    regions = testing.example_regions(maps)
+    one = {"views": ("context",), "view_weights": (1.0,), **SMALL}
+    with runtime.settings(cache_dir=str(tmp_path), quiet=True):
+        both = MultiViewDescriptor(extra_backbones=("tf_efficientnet_lite1",), **one).fit_transform(images, maps, regions)
+        lite0 = MultiViewDescriptor(**one).fit_transform(images, maps, regions).vectors
+        lite1 = MultiViewDescriptor(backbone="tf_efficientnet_lite1", **one).fit_transform(images, maps, regions).vectors
+    assert both.info["view_dims"] == [lite0.shape[1] + lite1.shape[1]] and both.info["extra_backbones"] == ["tf_efficientnet_lite1"]
+    assert np.allclose(both.vectors, np.concatenate([lite0, lite1], 1) / np.sqrt(2), atol=1e-5)
+    assert not np.allclose(lite0, lite1[:, : lite0.shape[1]], atol=1e-2)  # the second part is another backbone's description
+    for bad in ("tf_efficientnet_lite1", ("tf_efficientnet_lite0",), ("",), None, ("tf_efficientnet_lite1", "tf_efficientnet_lite1")):
+        with pytest.raises(ValueError, match="extra_backbones"):
+            MultiViewDescriptor(extra_backbones=bad, **one).fit(images, maps, regions)
+
+
 def test_view_cache_is_verified_and_a_damaged_entry_recomputed(tmp_path) -> None:
     from anomaly_clustering.backbones import FeatureSpec
     from anomaly_clustering.plugins.multiview.views import VIEW_FILE, view_vectors

@@ -1,0 +1,96 @@
+"""Which backbone the default's views should come from: the default clusterer on views saved with another backbone.
+
+    python benchmarks/classifier_ablation.py --localizer fca-vae --seeds 0,1,2 --save_blocks BLOCKS
+    python benchmarks/classifier_ablation.py --localizer fca-vae --seeds 0,1,2 --save_blocks BLOCKS \
+        --view_backbone tf_efficientnet_lite2 --tag _lite2
+    python benchmarks/view_backbone.py --blocks BLOCKS --tags _lite2 [--out backbone.json]
+
+The same anomaly maps (hence the same regions and crops) and the same floor (Sohn's Average on the default
+backbone); only the backbone that describes each view changes. Rows: the default (``multiview-all-normal-first``)
+on the default backbone's views, Sohn's Average floor on the other backbone (its mean-pooled view + Ward: does the
+backbone alone explain a gain?), the default on the other backbone's views, on both backbones' views side by side (each view's two halves
+scaled by 1/sqrt 2, so every view keeps its weight), and with one view at a time taken from
+the other backbone (which view gains); with two other backbones or more, the co-association consensus of the
+default's labelings on every backbone's views.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from normal_first_rule import descriptor  # noqa: E402  (`multiview-all`'s vectors from the saved views)
+from view_harness import print_summary, region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of, ward  # noqa: E402
+
+VIEWS = ("eq2", "avg512", "ctx384", "crop224")
+
+
+def default_labels(blocks: dict[str, np.ndarray], saved) -> np.ndarray:
+    """The default clusterer's labels (normal-first by region, normal variation 0.5, reassign) on these views."""
+    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
+    from anomaly_clustering.records import Embeddings
+
+    has_region, info = region_info(saved)
+    emb = Embeddings.per_image(descriptor(blocks, has_region), info)
+    c = NormalFirstClusterer(n_clusters=int(saved["k"]), normal_by="region", normal_variation=0.5, reassign_normal=True)
+    return np.asarray(c.fit_predict(emb).labels)
+
+
+def default_nmi(blocks: dict[str, np.ndarray], saved) -> float:
+    """NMI against the saved labels of the default clusterer on these views."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    return float(nmi(saved["true"], default_labels(blocks, saved)))
+
+
+def consensus(labelings: list[np.ndarray], k: int) -> np.ndarray:
+    """K clusters of the co-association of several labelings (the share of labelings that put two images together),
+    average linkage."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    co = np.mean([lab[:, None] == lab[None, :] for lab in labelings], axis=0)
+    return AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(1.0 - co)
+
+
+def main() -> None:
+    ap = saved_views_parser()
+    ap.add_argument("--tags", nargs="+", required=True, help="the --tag of each other backbone's saved views, e.g. _lite2")
+    args = ap.parse_args()
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    results = {}
+    for s, _images, files in saved_view_sets(args):
+        rows = []
+        for f in files:
+            base = np.load(f)
+            ref = saved_blocks(base)
+            labelings = [default_labels(ref, base)]
+            row = {"seed": seed_of(f), "floor": float(base["floor"]), "default backbone": float(nmi(base["true"], labelings[0]))}
+            for tag in args.tags:
+                other_file = f.with_name(f.name.replace(f"_{args.localizer}_seed", f"_{args.localizer}{tag}_seed"))
+                if not other_file.exists():
+                    continue
+                other = saved_blocks(np.load(other_file))
+                row[f"Average floor{tag}"] = float(nmi(base["true"], ward(other["avg512"], int(base["k"]))))
+                labelings.append(default_labels(other, base))
+                row[f"all views{tag}"] = float(nmi(base["true"], labelings[-1]))
+                row[f"both backbones{tag}"] = default_nmi({v: np.concatenate([ref[v], other[v]], 1) / np.sqrt(2) for v in VIEWS}, base)
+                for v in VIEWS:
+                    row[f"{v}{tag} only"] = default_nmi({**ref, v: other[v]}, base)
+            if len(labelings) > 2:
+                row["consensus of backbones"] = float(nmi(base["true"], consensus(labelings, int(base["k"]))))
+            rows.append(row)
+            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
+        results[s.name] = rows
+        print_summary(s.name, rows, 26)
+    if args.out:
+        import json
+
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
