@@ -40,7 +40,7 @@ def default_labels(blocks: dict[str, np.ndarray], saved) -> np.ndarray:
 
 
 def default_nmi(blocks: dict[str, np.ndarray], saved) -> float:
-    """NMI against the saved labels of the default clusterer on these views."""
+    """NMI of the default clusterer's labels on these views against the saved true types."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     return float(nmi(saved["true"], default_labels(blocks, saved)))
@@ -55,34 +55,39 @@ def consensus(labelings: list[np.ndarray], k: int) -> np.ndarray:
     return AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(1.0 - co)
 
 
+def backbone_row(path: Path, localizer: str, tags: list[str]) -> dict[str, float]:
+    """One saved set × seed: the default's NMI on the default backbone's views and on each other backbone's
+    (every view, both side by side, one view at a time), that backbone's Average floor, and the consensus."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    base = np.load(path)
+    true, k, ref = base["true"], int(base["k"]), saved_blocks(base)
+    labelings = [default_labels(ref, base)]
+    row = {"seed": seed_of(path), "floor": float(base["floor"]), "default backbone": float(nmi(true, labelings[0]))}
+    for tag in tags:
+        other_file = path.with_name(path.name.replace(f"_{localizer}_seed", f"_{localizer}{tag}_seed"))
+        if not other_file.exists():
+            continue
+        other = saved_blocks(np.load(other_file))
+        row[f"Average floor{tag}"] = float(nmi(true, ward(other["avg512"], k)))
+        labelings.append(default_labels(other, base))
+        row[f"all views{tag}"] = float(nmi(true, labelings[-1]))
+        row[f"both backbones{tag}"] = default_nmi({v: np.concatenate([ref[v], other[v]], 1) / np.sqrt(2) for v in VIEWS}, base)
+        for v in VIEWS:
+            row[f"{v}{tag} only"] = default_nmi({**ref, v: other[v]}, base)
+    if len(labelings) > 2:
+        row["consensus of backbones"] = float(nmi(true, consensus(labelings, k)))
+    return row
+
+
 def main() -> None:
     ap = saved_views_parser()
     ap.add_argument("--tags", nargs="+", required=True, help="the --tag of each other backbone's saved views, e.g. _lite2")
     args = ap.parse_args()
-    from sklearn.metrics import normalized_mutual_info_score as nmi
-
     results = {}
     for s, _images, files in saved_view_sets(args):
-        rows = []
-        for f in files:
-            base = np.load(f)
-            ref = saved_blocks(base)
-            labelings = [default_labels(ref, base)]
-            row = {"seed": seed_of(f), "floor": float(base["floor"]), "default backbone": float(nmi(base["true"], labelings[0]))}
-            for tag in args.tags:
-                other_file = f.with_name(f.name.replace(f"_{args.localizer}_seed", f"_{args.localizer}{tag}_seed"))
-                if not other_file.exists():
-                    continue
-                other = saved_blocks(np.load(other_file))
-                row[f"Average floor{tag}"] = float(nmi(base["true"], ward(other["avg512"], int(base["k"]))))
-                labelings.append(default_labels(other, base))
-                row[f"all views{tag}"] = float(nmi(base["true"], labelings[-1]))
-                row[f"both backbones{tag}"] = default_nmi({v: np.concatenate([ref[v], other[v]], 1) / np.sqrt(2) for v in VIEWS}, base)
-                for v in VIEWS:
-                    row[f"{v}{tag} only"] = default_nmi({**ref, v: other[v]}, base)
-            if len(labelings) > 2:
-                row["consensus of backbones"] = float(nmi(base["true"], consensus(labelings, int(base["k"]))))
-            rows.append(row)
+        rows = [backbone_row(f, args.localizer, args.tags) for f in files]
+        for f, row in zip(files, rows):
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
         results[s.name] = rows
         print_summary(s.name, rows, 26)
