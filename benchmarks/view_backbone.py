@@ -29,13 +29,14 @@ VIEWS = ("eq2", "avg512", "ctx384", "crop224")
 
 
 def default_labels(blocks: dict[str, np.ndarray], saved) -> np.ndarray:
-    """The default clusterer's labels (normal-first by region, normal variation 0.5, reassign) on these views."""
-    from anomaly_clustering.plugins.multiview.clusterers import NormalFirstClusterer
+    """The labels of the default classifier's own clusterer (its preset's options, at the saved K) on these views."""
+    from anomaly_clustering import config, registry
     from anomaly_clustering.records import Embeddings
 
     has_region, info = region_info(saved)
     emb = Embeddings.per_image(descriptor(blocks, has_region), info)
-    c = NormalFirstClusterer(n_clusters=int(saved["k"]), normal_by="region", normal_variation=0.5, reassign_normal=True)
+    options = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
+    c = registry.create("clusterer", options.pop("name"), **options, n_clusters=int(saved["k"]))
     return np.asarray(c.fit_predict(emb).labels)
 
 
