@@ -19,7 +19,9 @@ from anomaly_clustering.interfaces import Localizer, preset_init
 from anomaly_clustering.records import AnomalyMaps, ImageSet
 from anomaly_clustering.validation import Interval, StrOptions, check_is_fitted, validate_params
 
-from .torch_model import FCAParams, FeatureVAE, VAELoss, fca_map
+from .torch_model import FCAParams, FeatureVAE, VAEEnsemble, VAELoss, fca_map
+
+ENSEMBLE_SEED_STRIDE = 7919  # member k trains from seed + k·stride, so that neighbouring seeds share no member
 
 
 def train_vae(
@@ -216,6 +218,7 @@ class FCAVAELocalizer(FCALocalizer):
         "vae_batch_pixels": [Interval(1, None, "left", integer=True)],
         "pool_pixels": [Interval(1, None, "left", integer=True)], "lr": [Interval(0, None)],
         "weight_decay": [Interval(0, None, "left")], "kl_weight": [Interval(0, None, "left")],
+        "vae_ensemble": [Interval(1, None, "left", integer=True)],
     }
 
     def __init__(
@@ -239,6 +242,7 @@ class FCAVAELocalizer(FCALocalizer):
         weight_decay: float = 0.1,
         kl_weight: float = 1e-3,
         seed: int = 42,
+        vae_ensemble: int = 1,
     ):
         super().__init__(backbone, backbone_weights, input_size, layers, patch_size, sigma_p, sigma_s, post_sigma, border, chunk_elements,
                          position_calibration)
@@ -250,6 +254,7 @@ class FCAVAELocalizer(FCALocalizer):
         self.weight_decay = weight_decay
         self.kl_weight = kl_weight
         self.seed = seed
+        self.vae_ensemble = vae_ensemble
 
     def _pixel_pool(self, feats: FeatureArray) -> torch.Tensor:
         """Random scaled pixel vectors, an equal share from every image (P×C, float16 to halve the memory)."""
@@ -275,18 +280,25 @@ class FCAVAELocalizer(FCALocalizer):
         def sample(batch: int, gen: torch.Generator) -> torch.Tensor:
             return pool[torch.randint(len(pool), (batch,), generator=gen)].float()
 
-        self.vae_, losses = train_vae(
-            sample,
-            feats.shape[1],
-            self.vae_iterations,
-            self.vae_batch_pixels,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            kl_weight=self.kl_weight,
-            latent=self.latent,
-            seed=self.seed,
-            device=runtime.device(),
-        )
+        members, losses = [], []
+        for k in range(self.vae_ensemble):
+            vae, member_losses = train_vae(
+                sample,
+                feats.shape[1],
+                self.vae_iterations,
+                self.vae_batch_pixels,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                kl_weight=self.kl_weight,
+                latent=self.latent,
+                seed=self.seed + k * ENSEMBLE_SEED_STRIDE,
+                device=runtime.device(),
+                desc="fca-vae training" if self.vae_ensemble == 1 else f"fca-vae training {k + 1}/{self.vae_ensemble}",
+            )
+            members.append(vae)
+            losses.append(member_losses)
+        self.vae_ = members[0] if len(members) == 1 else VAEEnsemble(members).eval()
+        losses = list(np.mean(losses, axis=0))
         tail = max(1, len(losses) // 20)
         self.loss_first_, self.loss_last_ = float(np.mean(losses[:tail])), float(np.mean(losses[-tail:]))
         self.fit_timings_ = {"features_s": t_feat, "vae_fit_s": time.perf_counter() - start}

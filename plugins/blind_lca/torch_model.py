@@ -178,6 +178,25 @@ class FeatureVAE(nn.Module):
         return self.decoder(self.mu(self.encoder(v))).permute(0, 3, 1, 2).contiguous()
 
 
+class VAEEnsemble(nn.Module):
+    """Several :class:`FeatureVAE` trained from different seeds; the reconstruction is their mean, so the residual
+    F − mean D(μ) depends less on any one training run's draw."""
+
+    def __init__(self, members: list[FeatureVAE]):
+        super().__init__()
+        if not members:
+            raise ValueError("VAEEnsemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @torch.no_grad()
+    def reconstruct_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' D(μ) of B×C×H×W maps, same shape."""
+        out = self.members[0].reconstruct_maps(x)
+        for vae in self.members[1:]:
+            out += vae.reconstruct_maps(x)
+        return out / len(self.members)
+
+
 class VAELoss(nn.Module):
     """The VAE's training loss as a ``forward``, so that a DDP wrapper sees (and synchronises) each step."""
 

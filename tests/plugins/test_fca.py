@@ -17,9 +17,15 @@ from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
 from anomaly_clustering.examples import make_texture, plant_defect
 from anomaly_clustering.features_ops import gaussian_blur
-from anomaly_clustering.plugins.blind_lca.localizer import FCALocalizer, FCAVAECalibratedLocalizer, FCAVAELocalizer, train_vae
+from anomaly_clustering.plugins.blind_lca.localizer import (
+    ENSEMBLE_SEED_STRIDE,
+    FCALocalizer,
+    FCAVAECalibratedLocalizer,
+    FCAVAELocalizer,
+    train_vae,
+)
 from anomaly_clustering.validation import ValidationError
-from anomaly_clustering.plugins.blind_lca.torch_model import FCAParams, FeatureVAE, fca_map, reference_distribution
+from anomaly_clustering.plugins.blind_lca.torch_model import FCAParams, FeatureVAE, VAEEnsemble, fca_map, reference_distribution
 
 SIZE = 128  # image side; lite0 features at stride 8 → 16×16 maps
 
@@ -158,6 +164,47 @@ def test_localizers_peak_on_planted_defects(defect_set, cls, extra):
         assert out.info["vae_loss"][1] < out.info["vae_loss"][0]  # training reduced the loss
         again = pickle.loads(pickle.dumps(loc)).predict(images.subset([0, 9]))  # pickled state predicts new sets
         assert np.allclose(again.maps, out.maps[[0, 9]], atol=1e-5)
+
+
+# -- VAE ensemble -------------------------------------------------------------------------------------------------------
+def test_vae_ensemble_reconstructs_the_mean_of_its_members():
+    torch.manual_seed(0)
+    members = [FeatureVAE(8, latent=4).eval() for _ in range(3)]
+    x = torch.rand(2, 8, 5, 5)
+    mean = torch.stack([m.reconstruct_maps(x) for m in members]).mean(0)
+    assert torch.allclose(VAEEnsemble(members).reconstruct_maps(x), mean, atol=1e-6)
+    with pytest.raises(ValueError, match="member"):
+        VAEEnsemble([])
+
+
+def test_fca_vae_ensemble_trains_members_from_distinct_seeds(defect_set):
+    """``vae_ensemble=2``: two VAEs on the same pixel pool, the first the single VAE of the same seed, the second
+    trained from seed + stride (as its own single VAE would be, bar the pool); the maps change, and predict on the
+    pickled model repeats them."""
+    images, masks = defect_set
+    opts = {"input_size": SIZE, "vae_iterations": 60, "vae_batch_pixels": 256, "seed": 3}
+    with runtime.settings(quiet=True):
+        single = FCAVAELocalizer(**opts)
+        one = single.fit_predict(images)
+        ens = FCAVAELocalizer(**opts, vae_ensemble=2)
+        two = ens.fit_predict(images)
+    assert isinstance(single.vae_, FeatureVAE) and isinstance(ens.vae_, VAEEnsemble) and len(ens.vae_.members) == 2
+
+    def same(a: FeatureVAE, b: FeatureVAE) -> bool:
+        return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+    assert same(ens.vae_.members[0], single.vae_) and not same(ens.vae_.members[1], single.vae_)
+    assert ENSEMBLE_SEED_STRIDE > 1000  # benchmark seeds 0, 1, 2, … share no member
+    assert not np.allclose(one.maps, two.maps) and pixel_auroc(two.maps, masks) > 0.9
+    with runtime.settings(quiet=True):
+        again = pickle.loads(pickle.dumps(ens)).predict(images.subset([0, 9]))
+    assert np.allclose(again.maps, two.maps[[0, 9]], atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, None])
+def test_bad_vae_ensemble_is_refused_before_work(defect_set, value):
+    with pytest.raises(ValidationError, match="vae_ensemble"):
+        FCAVAELocalizer(input_size=SIZE, vae_ensemble=value).fit(defect_set[0])
 
 
 # -- position calibration (fca-vae-calibrated) ------------------------------------------------------------------------
