@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from view_backbone import default_nmi  # noqa: E402
-from view_harness import print_summary, saved_blocks, saved_view_sets, saved_views_parser, seed_of  # noqa: E402
+from view_backbone import default_nmi, run_tagged  # noqa: E402
+from view_harness import saved_blocks, seed_of  # noqa: E402
 
 
 def variant_row(path: Path, localizer: str, tags: list[str]) -> dict[str, float]:
@@ -35,20 +35,7 @@ def variant_row(path: Path, localizer: str, tags: list[str]) -> dict[str, float]
 
 
 def main() -> None:
-    ap = saved_views_parser()
-    ap.add_argument("--tags", nargs="+", required=True, help="the --tag of each variant's saved views, e.g. _ens3")
-    args = ap.parse_args()
-    results = {}
-    for s, _images, files in saved_view_sets(args):
-        rows = [variant_row(f, args.localizer, args.tags) for f in files]
-        for f, row in zip(files, rows):
-            print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
-        results[s.name] = rows
-        print_summary(s.name, [{k: r[k] for k in rows[0]} for r in rows], 20)
-    if args.out:
-        import json
-
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    run_tagged(variant_row, "the --tag of each variant's saved views, e.g. _ens3", 20)
 
 
 if __name__ == "__main__":

@@ -81,21 +81,27 @@ def backbone_row(path: Path, localizer: str, tags: list[str]) -> dict[str, float
     return row
 
 
-def main() -> None:
+def run_tagged(row_of, tag_help: str, width: int = 26) -> None:
+    """The loop of the tagged harnesses: ``row_of(path, localizer, tags)`` per saved set × seed, each row printed,
+    each set summarised, all written to ``--out``."""
     ap = saved_views_parser()
-    ap.add_argument("--tags", nargs="+", required=True, help="the --tag of each other backbone's saved views, e.g. _lite2")
+    ap.add_argument("--tags", nargs="+", required=True, help=tag_help)
     args = ap.parse_args()
     results = {}
     for s, _images, files in saved_view_sets(args):
-        rows = [backbone_row(f, args.localizer, args.tags) for f in files]
+        rows = [row_of(f, args.localizer, args.tags) for f in files]
         for f, row in zip(files, rows):
             print(f"{f.stem}: " + ", ".join(f"{n} {v:.3f}" for n, v in row.items() if n != "seed"), flush=True)
         results[s.name] = rows
-        print_summary(s.name, rows, 26)
+        print_summary(s.name, rows, width)
     if args.out:
         import json
 
         Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    run_tagged(backbone_row, "the --tag of each other backbone's saved views, e.g. _lite2")
 
 
 if __name__ == "__main__":
