@@ -209,7 +209,9 @@ class FCAVAELocalizer(FCALocalizer):
     The VAE (a per-pixel MLP, the same function as 1×1 convolutions) is trained on random pixel vectors of the
     per-instance scaled features of every image in the set (normal and anomalous alike: the blind setting);
     ``predict`` on new images uses the trained VAE. Layer widths follow the paper with the backbone's channel count
-    as the input/hidden width and a ``latent``-wide bottleneck.
+    as the input/hidden width and a ``latent``-wide bottleneck. ``vae_ensemble`` > 1 trains that many VAEs from
+    distinct seeds and takes the residual to their mean reconstruction: steadier maps on objects, not on every set
+    (the plugin README gives the figures), so the paper's single VAE stays the default.
     """
 
     parameter_constraints: ClassVar[dict[str, list]] = {
