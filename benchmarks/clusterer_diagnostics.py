@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from normal_first_rule import descriptor  # noqa: E402
 from view_backbone import consensus, default_labels  # noqa: E402
 from view_harness import region_info, run_saved_views, saved_blocks, saved_views_parser, seed_of  # noqa: E402
 
 
 @contextlib.contextmanager
 def clustering_step(step):
-    """The multiview clusterers' Ward step replaced by ``step(x, k) -> labels`` inside the block."""
+    """The multiview clusterers' Ward step replaced by ``step(x, k, ward) -> labels`` inside the block (``ward``: the
+    original step; K ≤ 1 and single images still go to it)."""
     from anomaly_clustering.plugins.multiview import clusterers
 
     original = clusterers._ward
@@ -50,9 +50,9 @@ def ward_kmeans(x: np.ndarray, k: int, ward) -> np.ndarray:
     """Ward's K clusters refined by k-means (Lloyd) from their centroids."""
     from sklearn.cluster import KMeans
 
-    labels = ward(x, k)
-    centroids = np.stack([x[labels == j].mean(0) for j in range(k)])
-    return KMeans(k, init=centroids, n_init=1).fit_predict(x).astype(np.int64)
+    from anomaly_clustering.plugins.multiview.clusterers import _centroids
+
+    return KMeans(k, init=_centroids(x, ward(x, k), k), n_init=1).fit_predict(x).astype(np.int64)
 
 
 def spectral(x: np.ndarray, k: int, _ward) -> np.ndarray:
@@ -61,20 +61,6 @@ def spectral(x: np.ndarray, k: int, _ward) -> np.ndarray:
 
     return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10, random_state=0,
                               assign_labels="cluster_qr").fit_predict(x).astype(np.int64)
-
-
-def labels_with(saved, blocks: dict[str, np.ndarray], has_region: np.ndarray, transform=None, **options) -> np.ndarray:
-    """The default clusterer's labels (its preset's options, overridden by ``options``) with the verdict
-    ``has_region`` and the descriptor passed through ``transform``."""
-    from anomaly_clustering import config, registry
-    from anomaly_clustering.records import Embeddings
-
-    x = descriptor(blocks, has_region)
-    x = x if transform is None else transform(x)
-    info = {"has_region": has_region.tolist(), "image_scores": np.asarray(saved["scores"], np.float64).tolist()}
-    preset = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
-    clusterer = registry.create("clusterer", preset.pop("name"), **{**preset, **options}, n_clusters=int(saved["k"]))
-    return np.asarray(clusterer.fit_predict(Embeddings.per_image(np.asarray(x, np.float32), info)).labels)
 
 
 def pca(x: np.ndarray, dims: int = 64) -> np.ndarray:
@@ -107,14 +93,14 @@ def diagnostic_row(images, path: Path, saved) -> dict[str, float]:
     blocks, (has_region, _) = saved_blocks(saved), region_info(saved)
     score = lambda labels: float(nmi(saved["true"], labels))  # noqa: E731
     scores = np.asarray(saved["scores"])
-    row = {"default": score(labels_with(saved, blocks, has_region)),
-           "verdict = truth": score(labels_with(saved, blocks, defective(images, saved)))}
-    row["structure check off"] = score(labels_with(saved, blocks, has_region, structure_check=False))
+    row = {"default": score(default_labels(blocks, saved, has_region)),
+           "verdict = truth": score(default_labels(blocks, saved, defective(images, saved)))}
+    row["structure check off"] = score(default_labels(blocks, saved, has_region, structure_check=False))
     for name, step in (("Ward + k-means", ward_kmeans), ("spectral", spectral)):
         with clustering_step(step):
-            row[name] = score(labels_with(saved, blocks, has_region))
-    row["PCA 64"] = score(labels_with(saved, blocks, has_region, pca))
-    row["verdict = top 30 %"] = score(labels_with(saved, blocks, scores >= np.quantile(scores, 0.7)))
+            row[name] = score(default_labels(blocks, saved, has_region))
+    row["PCA 64"] = score(default_labels(blocks, saved, has_region, pca))
+    row["verdict = top 30 %"] = score(default_labels(blocks, saved, scores >= np.quantile(scores, 0.7)))
     row["consensus of 3 seeds"] = score(seed_consensus(path, saved))
     return row
 

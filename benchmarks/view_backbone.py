@@ -28,15 +28,19 @@ from view_harness import print_summary, region_info, saved_blocks, saved_view_se
 VIEWS = ("eq2", "avg512", "ctx384", "crop224")
 
 
-def default_labels(blocks: dict[str, np.ndarray], saved) -> np.ndarray:
-    """The labels of the default classifier's own clusterer (its preset's options, at the saved K) on these views."""
+def default_labels(blocks: dict[str, np.ndarray], saved, has_region: np.ndarray | None = None, transform=None, **options) -> np.ndarray:
+    """The labels of the default classifier's own clusterer (its preset's options, overridden by ``options``, at the
+    saved K) on these views; ``has_region`` replaces the saved verdict, ``transform`` maps the descriptor first."""
     from anomaly_clustering import config, registry
     from anomaly_clustering.records import Embeddings
 
-    has_region, info = region_info(saved)
-    emb = Embeddings.per_image(descriptor(blocks, has_region), info)
-    options = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
-    c = registry.create("clusterer", options.pop("name"), **options, n_clusters=int(saved["k"]))
+    saved_region, info = region_info(saved)
+    has_region = saved_region if has_region is None else np.asarray(has_region, bool)
+    info = {**info, "has_region": has_region.tolist()}
+    x = descriptor(blocks, has_region)
+    emb = Embeddings.per_image(np.asarray(x if transform is None else transform(x), np.float32), info)
+    preset = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
+    c = registry.create("clusterer", preset.pop("name"), **{**preset, **options}, n_clusters=int(saved["k"]))
     return np.asarray(c.fit_predict(emb).labels)
 
 
