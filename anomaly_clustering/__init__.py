@@ -9,6 +9,7 @@ Python, the way ``anomaly-cluster fit`` works on the command line::
     result.labels                            # one cluster per image (0…K−1)
     result.scores, result.maps, result.masks # anomaly score, N×H×W map and binary mask per image
     result.to_dataframe()                    # one row per image (pandas)
+    result.stability.score                   # how far refits on random 80 % subsets agree with the clusters
     result.save("runs/x")                    # a run folder: anomaly-cluster evaluate / report / predict read it
     load_run("runs/x").predict("new_images/").labels
 
@@ -21,10 +22,11 @@ from .api import AnomalyClustering, ClusteringResult, FittedRun, Prediction, loa
 from .config import PipelineConfig, StageSpec, resolve_config
 from .interfaces import Binarizer, ClassifierPreset, Clusterer, Localizer, Representation
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Region, Regions
+from .stability import ClusterStability, cluster_stability
 
 __all__ = [
     "AnomalyClustering", "ClusteringResult", "Prediction", "FittedRun", "load_run",
     "resolve_config", "PipelineConfig", "StageSpec",
     "Localizer", "Binarizer", "Representation", "Clusterer", "ClassifierPreset",
-    "ImageSet", "AnomalyMaps", "Regions", "Region", "Embeddings", "Clustering",
+    "ImageSet", "AnomalyMaps", "Regions", "Region", "Embeddings", "Clustering", "ClusterStability", "cluster_stability",
 ]

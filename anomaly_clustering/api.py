@@ -158,6 +158,12 @@ class ClusteringResult(Prediction):
         """Wall seconds per stage (a reused cached stage counts its load time)."""
         return dict(self.fit_result.seconds)
 
+    @property
+    def stability(self) -> Any:
+        """How far refits on random subsets agree with these clusters (a :class:`~anomaly_clustering.stability.ClusterStability`;
+        None when ``stability_resamples=0``)."""
+        return self.fit_result.stability
+
     def predict(self, images: ImagesLike, **kwargs: Any) -> Prediction:
         """Assign new images to these clusters (see :meth:`FittedRun.predict`)."""
         return self.model.predict(images, **kwargs)
@@ -193,6 +199,7 @@ class AnomalyClustering:
         k_min: int = 2,
         k_max: int = 10,
         k_method: str = "auto",
+        stability_resamples: int = 10,
         backbone: str | None = None,
         backbone_weights: str | None = None,
         input_size: int | None = None,
@@ -205,6 +212,7 @@ class AnomalyClustering:
         self.localizer, self.classifier, self.n_clusters = localizer, classifier, n_clusters
         self.binarizer, self.representation, self.clusterer = binarizer, representation, clusterer
         self.k_min, self.k_max, self.k_method = k_min, k_max, k_method
+        self.stability_resamples = stability_resamples
         self.backbone, self.backbone_weights, self.input_size, self.seed = backbone, backbone_weights, input_size, seed
         self.device, self.cache_dir, self.quiet = device, cache_dir, quiet
         self.options = options
@@ -230,9 +238,11 @@ class AnomalyClustering:
             raise ConfigError(f"k_method={self.k_method!r}: choose one of {', '.join(K_METHODS)}")
         if not 2 <= self.k_min <= self.k_max:
             raise ConfigError(f"k_min={self.k_min}, k_max={self.k_max}: need 2 <= k_min <= k_max")
+        if not isinstance(self.stability_resamples, int) or isinstance(self.stability_resamples, bool) or self.stability_resamples < 0:
+            raise ConfigError(f"stability_resamples={self.stability_resamples!r}: give an integer >= 0 (0: no stability refits)")
         config = resolve_config(
             self.classifier, **{k: v or None for k, v in self._stage_choices().items()}, n_clusters=self.n_clusters,
-            k_min=self.k_min, k_max=self.k_max, k_method=self.k_method,
+            k_min=self.k_min, k_max=self.k_max, k_method=self.k_method, stability_resamples=self.stability_resamples,
             backbone=self.backbone, backbone_weights=self.backbone_weights, input_size=self.input_size, seed=self.seed,
         )
         if isinstance(config.n_clusters, int) and config.n_clusters < 1:
@@ -263,7 +273,7 @@ class AnomalyClustering:
 def _run_config(model: AnomalyClustering, config: PipelineConfig, pipe: Any, images: ImageSet, cache: Path) -> dict[str, Any]:
     """The ``config.yaml`` of a run fitted from Python: the same keys the CLI writes."""
     out: dict[str, Any] = {"data": images.root, "classifier": model.classifier or DEFAULT_CLASSIFIER, "n_clusters": config.n_clusters,
-                           "k_min": config.k_min, "k_max": config.k_max, "k_method": config.k_method, "seed": model.seed,
+                           "k_min": config.k_min, "k_max": config.k_max, "k_method": config.k_method, "stability_resamples": config.stability_resamples, "seed": model.seed,
                            "backbone": model.backbone, "backbone_weights": model.backbone_weights, "input_size": model.input_size,
                            "device": model.device, "cache_dir": str(cache)}
     for stage in STAGES:

@@ -204,6 +204,7 @@ def run_combination(job: dict[str, Any]) -> list[dict[str, Any]]:
             **{k: ev["clustering"][k] for k in ("nmi", "ari", "f1_micro", "f1_macro")},
             **{k: ev["localization"][k] for k in ("pro_30", "auroc_pixel", "auroc_image")},
             "masks": ev["localization"]["masks"],
+            "stability": None if result.stability is None else result.stability.to_dict()["score"],
             "seconds": {k: round(v, 2) for k, v in result.compute_seconds.items()},
             "wall_seconds": round(wall, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),

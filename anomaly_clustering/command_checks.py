@@ -143,6 +143,7 @@ FIT_CONSTRAINTS: dict[str, list[Any]] = {
     "k_min": [Interval(2, None, "left", integer=True)],
     "k_max": [Interval(2, None, "left", integer=True)],
     "k_method": [StrOptions(K_METHODS)],
+    "stability_resamples": [Interval(0, None, "left", integer=True)],
     "backbone": [NONE, Check(_backbone, "a backbone name")],
     "backbone_weights": [NONE, Check(_weights, "a weights file or folder")],
     "input_size": [NONE, INPUT_SIZE],

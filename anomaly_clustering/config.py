@@ -68,6 +68,7 @@ class PipelineConfig:
     k_method: str = "auto"
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)
+    stability_resamples: int = 10  # refits on random subsets after the clusterer (0: none; :mod:`.stability`)
 
     def spec(self, stage: str) -> StageSpec:
         return getattr(self, stage)
@@ -148,10 +149,11 @@ def resolve_config(
     backbone_weights: str | None = None,
     input_size: int | None = None,
     seed: int | None = None,
+    stability_resamples: int = 10,
 ) -> PipelineConfig:
     """The :class:`PipelineConfig` of a classifier preset, per-stage choices (a plugin name or a mapping
     ``{"name": ..., option: value}``; a mapping without ``name`` keeps the preset's plugin) and shared settings,
-    by the merge rule of this module's docstring."""
+    by the merge rule of this module's docstring; ``stability_resamples`` refits measure the clusters' stability."""
     shared = {k: v for k, v in dict(backbone=backbone, backbone_weights=backbone_weights, input_size=input_size, seed=seed).items() if v is not None}
     n_clusters = _n_clusters(n_clusters)
     parts = preset_parts(classifier)
@@ -165,6 +167,7 @@ def resolve_config(
     return PipelineConfig(
         specs["localizer"], specs["binarizer"], specs["representation"], specs["clusterer"],
         n_clusters=n_clusters, k_min=k_min, k_max=k_max, k_method=k_method, seed=seed if seed is not None else 0, shared=shared,
+        stability_resamples=stability_resamples,
     )
 
 
@@ -300,6 +303,7 @@ def _add_run_arguments(p: Any, command: str, classifier: str) -> None:
     p.add_argument("--k_min", type=int, default=2, help="smallest K tried when n_clusters is auto")
     p.add_argument("--k_max", type=int, default=10, help="largest K tried when n_clusters is auto")
     p.add_argument("--k_method", type=str, default="auto", help="how K is estimated: 'auto' (the rule chosen on the suite) or one estimator (see anomaly_clustering.kselect.K_METHODS)")
+    p.add_argument("--stability_resamples", type=int, default=10, help="refits of the clusterer on random 80%% subsets that measure how stable the clusters are (0: none)")
     for name, (typ, text) in _SHARED_HELP.items():
         p.add_argument(f"--{name}", type=typ, default=None, help=text)
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
@@ -368,6 +372,7 @@ def config_from_namespace(cfg: Any) -> PipelineConfig:
     return resolve_config(
         cfg.classifier, **{stage: _stage_part(cfg, stage) for stage in STAGES},
         n_clusters=cfg.n_clusters, k_min=cfg.k_min, k_max=cfg.k_max, k_method=cfg.k_method,
+        stability_resamples=getattr(cfg, "stability_resamples", 10),
         **{k: getattr(cfg, k) for k in SHARED_OPTIONS},
     )
 

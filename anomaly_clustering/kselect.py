@@ -15,7 +15,7 @@ from .records import PER_IMAGE_INFO, Clustering, Embeddings, ImageSet
 
 __all__ = [
     "K_METHODS", "AUTO_METHOD", "select_n_clusters", "estimate_k", "method_label", "ward_cuts", "eigengap_curve", "sqrt_neighbours",
-    "cluster_distinct", "distinct_images",
+    "cluster_distinct", "distinct_images", "take_embeddings",
 ]
 
 MAX_DRAW = 2000  # estimators that recluster or build an N×N graph work on a seeded subsample of at most this many images
@@ -358,7 +358,7 @@ def distinct_images(images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
     return np.fromiter(first.values(), np.int64, len(first)), np.array([slot[d] for d in images.digests], np.int64)
 
 
-def _take_embeddings(emb: Embeddings, keep: np.ndarray) -> Embeddings:
+def take_embeddings(emb: Embeddings, keep: np.ndarray) -> Embeddings:
     """The rows of the images ``keep`` (renumbered 0…len(keep)−1), and their entries of the per-image ``info`` lists."""
     position = np.full(emb.n_images, -1, np.int64)
     position[keep] = np.arange(len(keep))
@@ -375,7 +375,7 @@ def cluster_distinct(images: ImageSet, embeddings: Embeddings, cluster: Callable
     keep, inverse = distinct_images(images)
     if len(keep) == len(images):
         return cluster(embeddings)
-    result = cluster(_take_embeddings(embeddings, keep))
+    result = cluster(take_embeddings(embeddings, keep))
     probabilities = None if result.probabilities is None else np.asarray(result.probabilities)[inverse]
     info = {**result.info, "duplicates_merged": int(len(images) - len(keep))}
     return dataclasses.replace(result, labels=np.asarray(result.labels)[inverse], probabilities=probabilities, info=info)

@@ -1,4 +1,5 @@
 """The pipeline: localize → binarize → represent → cluster, each stage cached on disk, and the run folder.
+After the clusterer, the clusters' stability under refits on random subsets (:mod:`.stability`), cached the same way.
 
 A stage's cache key is a hash of its plugin (name, class, version, parameters) and the keys of its inputs, so a
 rerun recomputes only what changed and a crashed run resumes at the first stage that did not finish. Every stage
@@ -29,6 +30,7 @@ from .config import STAGES, PipelineConfig, StageSpec, merge_stage_options
 from .interfaces import Clusterer
 from .kselect import cluster_distinct, method_label, select_n_clusters
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
+from .stability import SUBSET_FRACTION, ClusterStability, cluster_stability
 from .store import StageCache, load_object, load_record, save_object, save_record, stable_hash
 
 __all__ = ["StageSpec", "PipelineConfig", "FitResult", "Pipeline", "RunLock", "RunLockedError", "PipelineError", "STAGES"]
@@ -66,6 +68,7 @@ class FitResult:
     seconds: dict[str, float]
     peak_rss_mb: float
     compute_seconds: dict[str, float] = field(default_factory=dict)
+    stability: ClusterStability | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -186,7 +189,37 @@ class Pipeline:
             clustering = self._run_stage(run, "clusterer", Clustering, lambda clu: self._fit_clusterer(clu, images, emb),
                                          run.keys["representation"], cfg.n_clusters, cfg.k_min, cfg.k_max, method_label(cfg.k_method),
                                          cfg.seed if cfg.n_clusters == "auto" else None)  # seeded K estimators
-        return FitResult(images, maps, regions, emb, clustering, run.components, run.keys, run.hits, run.seconds, _peak_rss_mb(), dict(run.compute_seconds))
+            stability = self._stability(run, emb, clustering) if cfg.stability_resamples else None
+        return FitResult(images, maps, regions, emb, clustering, run.components, run.keys, run.hits, run.seconds, _peak_rss_mb(),
+                         dict(run.compute_seconds), stability)
+
+    def _stability(self, run: "_FitState", emb: Embeddings, clustering: Clustering) -> ClusterStability:
+        """The clusters' stability (:func:`stability.cluster_stability`), reused from the cache when the clusterer's
+        key and the resampling settings are the same; ``info`` says how long it took and whether it was cached."""
+        cfg = self.config
+        key = stable_hash("stability", run.keys["clusterer"], cfg.stability_resamples, SUBSET_FRACTION, cfg.seed)
+        hit = self.cache.lookup("stability", key)
+        if not runtime.broadcast(hit is not None):
+            hit = None
+        t0 = time.perf_counter()
+        if hit is not None:
+            result = load_record(hit / "record", ClusterStability)
+        else:
+            try:
+                result = cluster_stability(run.components["clusterer"], emb, clustering, cfg.stability_resamples, SUBSET_FRACTION, cfg.seed)
+            except Exception as exc:  # a diagnostic after the result: its failure must not lose the run
+                self._say(f"[stability] not measured: {type(exc).__name__}: {exc}")
+                k = int(clustering.n_clusters)
+                return ClusterStability(float("nan"), float("nan"), np.full(k, np.nan), 0, SUBSET_FRACTION, {"skipped": f"{type(exc).__name__}: {exc}"})
+            if runtime.is_main():
+                with self.cache.entry("stability", key) as tmp:
+                    save_record(tmp / "record", result)
+            runtime.barrier()
+        weak = int(np.sum(np.asarray(result.cluster_scores) < 0.6))
+        how = f"reused cached result ({key[:12]})" if hit is not None else f"{cfg.stability_resamples} refits on {SUBSET_FRACTION:.0%} of the images"
+        self._say(f"[stability] {how}: NMI with the run {result.score:.3f} ± {result.score_std:.3f}; "
+                  f"{weak} of {len(result.cluster_scores)} clusters below Jaccard 0.6")
+        return dataclasses.replace(result, info={**result.info, "seconds": round(time.perf_counter() - t0, 3), "reused_from_cache": hit is not None, "key": key})
 
     def _check_images(self, images: ImageSet) -> None:
         """Refuse a set that cannot be clustered into the K asked, before any work."""

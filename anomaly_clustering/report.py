@@ -22,6 +22,7 @@ from scipy import ndimage
 from . import runtime
 from .data import DataError, GroundTruth, load_ground_truth, load_image
 from .runs import RunFolder, output_names
+from .stability import stability_reading
 
 __all__ = ["write_report"]
 
@@ -223,6 +224,7 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
     if gt is not None:
         parts += _truth_parts(images, maps, clustering, labels, gt, labels_csv)
     parts += _embedding_parts(x, labels, truth_names, out, int(config.get("seed", 0) or 0))
+    parts += _stability_parts(run_dir, not np.array_equal(np.asarray(run.record("clustering").labels), labels))
     parts += _k_selection_parts(run_dir, out)
     parts += _cluster_parts(run_dir, images, maps, regions, labels, x, state, gt, truth_names, out, thumb, max_per_cluster)
     parts.append("</section>" + _edit_script(state) + "</body></html>")
@@ -281,6 +283,35 @@ def _embedding_parts(x: np.ndarray, labels: np.ndarray, truth_names: list[str] |
             "</section>"]
 
 
+def _fitted_stability(run_dir: str) -> dict[str, Any] | None:
+    """The run's stability entry of ``summary.json`` (None: not measured)."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()).get("stability") if path.exists() else None
+
+
+def _fitted_cluster_stability(run_dir: str, labels: np.ndarray) -> list[float | None] | None:
+    """Per fitted cluster, its stability — only while the labels are the fit's own (an edit changes the clusters)."""
+    stab = _fitted_stability(run_dir)
+    fitted = RunFolder.open(run_dir).record("clustering").labels
+    if not stab or not np.array_equal(np.asarray(fitted), labels):
+        return None
+    return stab.get("cluster_scores")
+
+
+def _stability_parts(run_dir: str, edited: bool) -> list[str]:
+    """The stability section: how far refits on random subsets agree with the fitted clusters (:mod:`.stability`)."""
+    stab = _fitted_stability(run_dir)
+    if not stab or stab.get("score") is None:
+        return []
+    text = (f"{stab['n_resamples']} refits of the clusterer on random {stab['fraction']:.0%} subsets agree with the fitted "
+            f"clusters at NMI {stab['score']:.3f} ± {stab['score_std']:.3f}. Per cluster (in each cluster's title): the mean "
+            "Jaccard overlap with its best-matching refit cluster (Hennig: < 0.6 dissolves, > 0.75 stable, > 0.85 highly "
+            "stable). Stability is reproducibility, not correctness; review the least stable clusters first.")
+    if edited:
+        text += " The labels have been edited since: these figures are the fitted clusters'."
+    return [f"<section id='stability'><h2>Stability</h2><p>{html.escape(text)}</p></section>"]
+
+
 def _k_selection_parts(run_dir: str, out: Path) -> list[str]:
     kfile = Path(run_dir) / "k_selection.json"
     if not kfile.exists():
@@ -317,13 +348,15 @@ class _Gallery:
     thumb: int
     heat_range: tuple[float, float]
     stems: list[str]
+    cluster_stability: list[float | None] | None = None  # per fitted cluster; None once the labels were edited
 
 
 def _cluster_parts(run_dir: str, images: Any, maps: Any, regions: Any, labels: np.ndarray, x: np.ndarray, state: Any, gt: GroundTruth | None,
                    truth_names: list[str] | None, out: Path, thumb: int, max_per_cluster: int) -> list[str]:
     """The clusters section: the edit toolbar, then per cluster its header, controls and gallery of thumbnails."""
     arr = np.asarray(maps.maps, np.float32)
-    g = _Gallery(images, arr, maps.scores, regions, gt, truth_names, state, out, thumb, (float(np.percentile(arr, 1)), float(arr.max())), output_names(images.names))
+    g = _Gallery(images, arr, maps.scores, regions, gt, truth_names, state, out, thumb, (float(np.percentile(arr, 1)), float(arr.max())),
+                 output_names(images.names), _fitted_cluster_stability(run_dir, labels))
     parts = ["<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>",
              _edit_toolbar(run_dir)]
     work = _typical_order(labels, x, state.clusters)
@@ -349,6 +382,9 @@ def _cluster_head(g: _Gallery, k: int, members: np.ndarray) -> list[str]:
             counts[g.truth_names[i]] = counts.get(g.truth_names[i], 0) + 1
         composition = " · " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda t: -t[1]))
     names = g.images.names
+    scores = g.cluster_stability
+    if scores is not None and k < len(scores) and scores[k] is not None:
+        composition += f" · stability {scores[k]:.2f} ({stability_reading(scores[k])})"
     return [f"<div class='cluster' id='cluster-{k}'><h3>Cluster {k}: {len(members)} images{html.escape(composition)}</h3>",
             _cluster_controls(k, g.state),
             f"<p class='note'>most typical: {html.escape(names[members[0]])}; least typical: {html.escape(names[members[-1]])}</p><div class='gallery'>"]

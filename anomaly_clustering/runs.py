@@ -167,9 +167,17 @@ def _summary(result: Any, log: Sequence[str], extra: dict | None) -> dict[str, A
         "localizer_info": _jsonable(result.maps.info),
         "representation_info": _jsonable(result.embeddings.info),
         "clusterer_info": _jsonable(result.clustering.info),
+        "stability": _stability_summary(getattr(result, "stability", None)),
         "log": list(log),
         **(extra or {}),
     }
+
+
+def _stability_summary(stability: Any) -> dict[str, Any] | None:
+    """``summary.json``'s ``stability`` entry: the figures, how long they took, whether they came from the cache."""
+    if stability is None:
+        return None
+    return {**stability.to_dict(), **_jsonable({k: v for k, v in stability.info.items() if k != "key"})}
 
 
 def _move_outputs(stage: Path, run: Path) -> None:

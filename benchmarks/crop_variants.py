@@ -9,12 +9,15 @@ ground-truth masks that crop alone clusters MTD at 0.38 and DeepPCB at 0.43 NMI;
 surroundings, which the pooled statistics average in. Each variant replaces the crop view (every other view as
 saved) and is scored by the default's clusterer and by Ward on the crop alone:
 
+- ``plain``: the default's crop recomputed (a check that the harness reproduces the saved view);
 - ``deeper``: stages 2 + 3 + 4 (strides 8, 16, 32): finer shape channels beside the default's;
 - ``max``: mean, std and max per channel (the strongest response is the defect's, not its surroundings');
 - ``tight`` / ``wide``: the square at least 1/8 / 1/2 of the image side (default 1/4);
 - ``weighted``: mean and std weighted by the anomaly map inside the square (the map's excess over its median),
   beside the plain mean: the defect's own channels;
-- ``weighted-only``: the map-weighted mean and std alone.
+- ``weighted-only``: the map-weighted mean and std alone;
+- ``d4``: the default's statistics averaged over the crop's eight rotations and flips (a defect's type does not
+  depend on which way it points; a board's traces and a tile's cracks run every way).
 
 The maps come from the stage cache the first command filled (the same fit configuration), so the views line up
 image for image.
@@ -30,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from normal_first_rule import descriptor  # noqa: E402
+from view_backbone import default_nmi  # noqa: E402
 from view_harness import (  # noqa: E402
-    fitted_maps, normal_first_nmi, region_info, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
+    fitted_maps, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
 )
 
-VARIANTS = ("deeper", "max", "tight", "wide", "weighted", "weighted-only")
+VARIANTS = ("plain", "deeper", "max", "tight", "wide", "weighted", "weighted-only", "d4")
 
 
 @torch.no_grad()
@@ -86,6 +89,10 @@ def crop_block(variant: str, images, maps) -> np.ndarray:
     spec = FeatureSpec("tf_efficientnet_lite0", layers, 224, None)
     min_side = {"tight": 0.125, "wide": 0.5}.get(variant, 0.25)
     boxes = anomaly_boxes(m, sizes, 0.5, 0.25, min_side)
+    if variant == "d4":
+        from crop_invariance import d4_crop_view
+
+        return d4_crop_view(images, boxes, spec.input_size)
     if variant in ("weighted", "weighted-only"):
         return weighted_crop_vectors(images, m, sizes, boxes, spec, with_plain=variant == "weighted")
     stats = ("mean", "std", "max") if variant == "max" else ("mean", "std")
@@ -102,12 +109,11 @@ def main() -> None:
     def row_of(images, path, d) -> dict[str, float]:
         true, k = d["true"], int(d["k"])
         maps = fitted_maps(images, args.localizer, path, d)
-        has_region, _ = region_info(d)
         blocks = saved_blocks(d)
-        row = {"default": normal_first_nmi(descriptor(blocks, has_region), d), "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
+        row = {"default": default_nmi(blocks, d), "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
         for v in args.variants:
             crop = standardise(crop_block(v, images, maps))
-            row[v] = normal_first_nmi(descriptor({**blocks, "crop224": crop}, has_region), d)
+            row[v] = default_nmi({**blocks, "crop224": crop}, d)
             row[f"{v} alone"] = float(nmi(true, ward(crop, k)))
         return row
 

@@ -87,8 +87,8 @@ def test_rerun_reuses_all_stages(fitted_run, example_data, capsys):
     assert code == 0
     out = capsys.readouterr().out
     summary = json.loads((fitted_run / "summary.json").read_text())
-    assert summary["cache_reused"] == {s: True for s in STAGES}
-    assert out.count("reused cached result") == 4
+    assert summary["cache_reused"] == {s: True for s in STAGES} and summary["stability"]["reused_from_cache"] is True
+    assert out.count("reused cached result") == 5  # the four stages and the clusters' stability
 
 
 def test_predict_writes_predictions(fitted_run, example_root, tmp_path, capsys):
