@@ -111,6 +111,7 @@ def test_benchmark_suite_with_seeds_end_to_end(example_root, tmp_path, capsys) -
         [("average", s, "given") for s in (0, 1)] + [("weighted", s, m) for s in (0, 1) for m in ("given", "auto")])
     auto = [r for r in rows if r["k_mode"] == "auto"]
     assert all(2 <= r["K"] <= 5 and r["k_curve"] for r in auto)
+    assert all(0.0 <= r["stability"] <= 1.0 for r in rows)  # every run carries its clusters' stability
     summary = json.loads((out / "summary.json").read_text())
     ours = next(e for e in summary if e["classifier"] == "weighted")
     assert ours["seeds"] == [0, 1] and ours["g"] is not None and ours["auto"]["K"]
