@@ -212,8 +212,10 @@ def write_report(run_dir: str, labels_csv: str | None = None, thumb: int = 176, 
 def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, max_per_cluster: int) -> Path:
     run = RunFolder.open(run_dir)
     images = run.images()
-    clustering, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
-    clustering, state = _current_clustering(run_dir, clustering)
+    fitted, maps, regions, emb = run.record("clustering"), run.record("maps"), run.record("regions"), run.record("embeddings")
+    clustering, state = _current_clustering(run_dir, fitted)
+    edited = clustering is not fitted  # relabel / refit edits changed the fit's clusters
+    stability = _fitted_stability(run_dir)
     labels = np.asarray(clustering.labels)
     x = emb.image_vectors()
     (out / "img").mkdir(parents=True, exist_ok=True)
@@ -224,9 +226,10 @@ def _write_report(run_dir: str, out: Path, labels_csv: str | None, thumb: int, m
     if gt is not None:
         parts += _truth_parts(images, maps, clustering, labels, gt, labels_csv)
     parts += _embedding_parts(x, labels, truth_names, out, int(config.get("seed", 0) or 0))
-    parts += _stability_parts(run_dir, not np.array_equal(np.asarray(run.record("clustering").labels), labels))
+    parts += _stability_parts(stability, edited)
     parts += _k_selection_parts(run_dir, out)
-    parts += _cluster_parts(run_dir, images, maps, regions, labels, x, state, gt, truth_names, out, thumb, max_per_cluster)
+    cluster_stability = None if edited or not stability else stability.get("cluster_scores")
+    parts += _cluster_parts(run_dir, images, maps, regions, labels, x, state, gt, truth_names, out, thumb, max_per_cluster, cluster_stability)
     parts.append("</section>" + _edit_script(state) + "</body></html>")
     page = out / "index.html"
     page.write_text("\n".join(parts))
@@ -289,18 +292,8 @@ def _fitted_stability(run_dir: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()).get("stability") if path.exists() else None
 
 
-def _fitted_cluster_stability(run_dir: str, labels: np.ndarray) -> list[float | None] | None:
-    """Per fitted cluster, its stability — only while the labels are the fit's own (an edit changes the clusters)."""
-    stab = _fitted_stability(run_dir)
-    fitted = RunFolder.open(run_dir).record("clustering").labels
-    if not stab or not np.array_equal(np.asarray(fitted), labels):
-        return None
-    return stab.get("cluster_scores")
-
-
-def _stability_parts(run_dir: str, edited: bool) -> list[str]:
+def _stability_parts(stab: dict[str, Any] | None, edited: bool) -> list[str]:
     """The stability section: how far refits on random subsets agree with the fitted clusters (:mod:`.stability`)."""
-    stab = _fitted_stability(run_dir)
     if not stab or stab.get("score") is None:
         return []
     text = (f"{stab['n_resamples']} refits of the clusterer on random {stab['fraction']:.0%} subsets agree with the fitted "
@@ -352,11 +345,13 @@ class _Gallery:
 
 
 def _cluster_parts(run_dir: str, images: Any, maps: Any, regions: Any, labels: np.ndarray, x: np.ndarray, state: Any, gt: GroundTruth | None,
-                   truth_names: list[str] | None, out: Path, thumb: int, max_per_cluster: int) -> list[str]:
-    """The clusters section: the edit toolbar, then per cluster its header, controls and gallery of thumbnails."""
+                   truth_names: list[str] | None, out: Path, thumb: int, max_per_cluster: int,
+                   cluster_stability: list[float | None] | None = None) -> list[str]:
+    """The clusters section: the edit toolbar, then per cluster its header (with its stability, when given), controls
+    and gallery of thumbnails."""
     arr = np.asarray(maps.maps, np.float32)
     g = _Gallery(images, arr, maps.scores, regions, gt, truth_names, state, out, thumb, (float(np.percentile(arr, 1)), float(arr.max())),
-                 output_names(images.names), _fitted_cluster_stability(run_dir, labels))
+                 output_names(images.names), cluster_stability)
     parts = ["<section id='clusters'><h2>Clusters</h2><p class='note'>red: predicted anomaly contour; green: ground truth; right: anomaly map. Ordered from most to least typical.</p>",
              _edit_toolbar(run_dir)]
     work = _typical_order(labels, x, state.clusters)

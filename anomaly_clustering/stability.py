@@ -70,8 +70,7 @@ def _best_jaccard(labels: np.ndarray, refit: np.ndarray, k: int) -> np.ndarray:
     both = np.zeros((k, int(refit.max()) + 1), np.int64)
     np.add.at(both, (labels, refit), 1)
     union = both.sum(1, keepdims=True) + both.sum(0, keepdims=True) - both
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jac = np.where(union > 0, both / np.maximum(union, 1), 0.0).max(1)
+    jac = (both / np.maximum(union, 1)).max(1)  # a union is 0 only where both counts are 0
     return np.where(both.sum(1) > 0, jac, np.nan)
 
 

@@ -24,33 +24,29 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from normal_first_rule import descriptor  # noqa: E402
-from view_harness import region_info, saved_blocks, saved_view_sets, saved_views_parser, seed_of  # noqa: E402
+from view_backbone import default_fit  # noqa: E402
+from view_harness import saved_blocks, saved_view_sets, saved_views_parser, seed_of  # noqa: E402
 
 BANDS = ((0.0, 0.6), (0.6, 0.75), (0.75, 0.85), (0.85, 1.01))
 VIEWS = ("eq2", "avg512", "ctx384", "crop224")
 
 
-def fitted(name: str, options: dict, x: np.ndarray, info: dict, k: int):
-    """(the fitted clusterer, its Clustering) for a clusterer plugin on per-image vectors ``x``."""
+def ward_fit(x: np.ndarray, k: int):
+    """(the fitted clusterer, its embeddings, its Clustering) of the ``ward`` plugin on per-image vectors ``x``."""
     from anomaly_clustering import registry
     from anomaly_clustering.records import Embeddings
 
-    emb = Embeddings.per_image(np.asarray(x, np.float32), info)
-    clu = registry.create("clusterer", name, **options, n_clusters=k)
+    emb = Embeddings.per_image(np.asarray(x, np.float32))
+    clu = registry.create("clusterer", "ward", n_clusters=k)
     return clu, emb, clu.fit_predict(emb)
 
 
 def candidates(saved) -> dict[str, tuple]:
     """The default's clusterer on the saved views and Ward on each view alone: name → (clusterer, embeddings, clustering)."""
-    from anomaly_clustering import config
-
     blocks, k = saved_blocks(saved), int(saved["k"])
-    has_region, info = region_info(saved)
-    preset = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
-    out = {"default": fitted(preset.pop("name"), preset, descriptor(blocks, has_region), info, k)}
+    out = {"default": default_fit(blocks, saved)}
     for v in VIEWS:
-        out[f"ward {v}"] = fitted("ward", {}, blocks[v], {}, k)
+        out[f"ward {v}"] = ward_fit(blocks[v], k)
     return out
 
 

@@ -28,9 +28,10 @@ from view_harness import print_summary, region_info, saved_blocks, saved_view_se
 VIEWS = ("eq2", "avg512", "ctx384", "crop224")
 
 
-def default_labels(blocks: dict[str, np.ndarray], saved, has_region: np.ndarray | None = None, transform=None, **options) -> np.ndarray:
-    """The labels of the default classifier's own clusterer (its preset's options, overridden by ``options``, at the
-    saved K) on these views; ``has_region`` replaces the saved verdict, ``transform`` maps the descriptor first."""
+def default_fit(blocks: dict[str, np.ndarray], saved, has_region: np.ndarray | None = None, transform=None, **options):
+    """(the fitted clusterer, its embeddings, its Clustering): the default classifier's own clusterer (its preset's
+    options, overridden by ``options``, at the saved K) on these views; ``has_region`` replaces the saved verdict,
+    ``transform`` maps the descriptor first."""
     from anomaly_clustering import config, registry
     from anomaly_clustering.records import Embeddings
 
@@ -41,7 +42,12 @@ def default_labels(blocks: dict[str, np.ndarray], saved, has_region: np.ndarray 
     emb = Embeddings.per_image(np.asarray(x if transform is None else transform(x), np.float32), info)
     preset = config.preset_parts(config.DEFAULT_CLASSIFIER)["clusterer"]
     c = registry.create("clusterer", preset.pop("name"), **{**preset, **options}, n_clusters=int(saved["k"]))
-    return np.asarray(c.fit_predict(emb).labels)
+    return c, emb, c.fit_predict(emb)
+
+
+def default_labels(blocks: dict[str, np.ndarray], saved, has_region: np.ndarray | None = None, transform=None, **options) -> np.ndarray:
+    """The labels of :func:`default_fit`."""
+    return np.asarray(default_fit(blocks, saved, has_region, transform, **options)[2].labels)
 
 
 def default_nmi(blocks: dict[str, np.ndarray], saved) -> float:
