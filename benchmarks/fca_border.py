@@ -10,8 +10,9 @@ a defect: per position, the map less the set's median at that position (and opti
 there). Measured on the fitted ``fca-vae`` of the stage cache (FCA re-run on the VAE's residuals, no new training):
 borders 5 (the paper's, = the localizer's maps), 2 and 0, each as is and calibrated per position; at border 0 also
 two narrower calibrations: only the frame less its position median, and each map less the median of its most
-similar maps (one median per board layout). Prints PRO@0.3,
-pixel and image AUROC (max) at the feature grid per set, seed and variant.
+similar maps (one median per board layout); and border 0 with the image score taken outside the paper's 5-cell frame
+(``fca-vae-frame``: the map keeps the frame, the ranking does not). Prints PRO@0.3, pixel and image AUROC (max,
+unless the variant says otherwise) at the feature grid per set, seed and variant.
 """
 
 from __future__ import annotations
@@ -115,8 +116,15 @@ def main() -> None:
         seconds = (time.perf_counter() - start) / len(images)
         print(f"{s.name} seed {seed}: raw FCA maps, {seconds:.3f} s / image", flush=True)
         masks = grid_masks(gt, len(images), raw.shape[1:])
-        for name, m in variants(raw, loc._params(), [int(v) for v in args.borders.split(",")]).items():
+        maps = variants(raw, loc._params(), [int(v) for v in args.borders.split(",")])
+        for name, m in maps.items():
             rows.append(localization_row(s.name, seed, name, m, m.reshape(len(m), -1).max(1), masks, ~normal, fca_s_per_image=seconds))
+        if "border 0" in maps:
+            from anomaly_clustering.plugins.blind_lca.localizer import FCAVAEFrameLocalizer
+
+            m = maps["border 0"]
+            rows.append(localization_row(s.name, seed, "border 0, image score outside the 5-cell frame", m,
+                                         FCAVAEFrameLocalizer()._image_scores(m), masks, ~normal, fca_s_per_image=seconds))
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=1))
 

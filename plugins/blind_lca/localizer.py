@@ -143,10 +143,13 @@ class FCALocalizer(Localizer):
                     torch.set_num_threads(workers)
         return runtime.gather_rows(maps, n).numpy(), time.perf_counter() - start
 
-    @staticmethod
-    def _records(images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
+    def _image_scores(self, maps: np.ndarray) -> np.ndarray:
+        """Per image, the map's maximum (the paper's image score)."""
+        return maps.reshape(len(maps), -1).max(axis=1)
+
+    def _records(self, images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
-        return AnomalyMaps(maps, maps.reshape(len(maps), -1).max(axis=1), sizes, info)
+        return AnomalyMaps(maps, self._image_scores(maps), sizes, info)
 
     # -- position calibration -------------------------------------------------------------------------------------
     def _learn_positions(self, maps: np.ndarray) -> None:
@@ -329,3 +332,57 @@ class FCAVAECalibratedLocalizer(FCAVAELocalizer):
     zeroes, and FCA's edge artefacts there are the same in every image of the set, so the set's median removes them."""
 
     __init__ = preset_init(FCAVAELocalizer.__init__, border=0, position_calibration="median")
+
+
+class FCAVAEFrameLocalizer(FCAVAELocalizer):
+    """FCA+VAE over the whole frame: maps with no zeroed border, the image score from the interior.
+
+    The paper zeroes a 5-cell frame (40 px at 512 px) where FCA's patch statistics meet the image edge, and with it
+    the defects that reach the edge (31 % of MTD's defect pixels). Here the map keeps the frame (``border=0``) and
+    only the image score — the ranking, and the binarizer's gate that reads it — is the maximum outside a
+    ``score_border``-cell frame, so an edge artefact cannot make a defect-free image look defective. Its own class
+    (not an option of ``fca``/``fca-vae``) so that the papers' presets keep their parameters and cache keys.
+    """
+
+    parameter_constraints: ClassVar[dict[str, list]] = {
+        **FCAVAELocalizer.parameter_constraints, "score_border": [Interval(0, None, "left", integer=True)],
+    }
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        input_size: int = 512,
+        layers: tuple[str, ...] = (),
+        patch_size: int = 7,
+        sigma_p: float = 3.0,
+        sigma_s: float = 1.0,
+        post_sigma: float = 1.0,
+        border: int = 0,
+        chunk_elements: int = 1 << 19,
+        position_calibration: str = "none",
+        latent: int = 128,
+        vae_iterations: int = 1000,
+        vae_batch_pixels: int = 1024,
+        pool_pixels: int = 1 << 18,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        kl_weight: float = 1e-3,
+        seed: int = 42,
+        vae_ensemble: int = 1,
+        score_border: int = 5,
+    ):
+        super().__init__(backbone, backbone_weights, input_size, layers, patch_size, sigma_p, sigma_s, post_sigma, border,
+                         chunk_elements, position_calibration, latent, vae_iterations, vae_batch_pixels, pool_pixels, lr,
+                         weight_decay, kl_weight, seed, vae_ensemble)
+        self.score_border = score_border
+
+    def _image_scores(self, maps: np.ndarray) -> np.ndarray:
+        """Per image, the map's maximum outside a ``score_border``-cell frame (the whole map when the frame would
+        leave nothing)."""
+        b = self.score_border
+        inner = maps[:, b:-b, b:-b] if b and min(maps.shape[1:]) > 2 * b else maps
+        return inner.reshape(len(maps), -1).max(axis=1)
+
+    def _method(self) -> str:
+        return "fca-vae-frame"

@@ -21,6 +21,7 @@ from anomaly_clustering.plugins.blind_lca.localizer import (
     ENSEMBLE_SEED_STRIDE,
     FCALocalizer,
     FCAVAECalibratedLocalizer,
+    FCAVAEFrameLocalizer,
     FCAVAELocalizer,
     train_vae,
 )
@@ -288,3 +289,68 @@ def test_preset_init_refuses_a_default_for_no_parameter():
 
     with pytest.raises(TypeError, match="bordr"):
         preset_init(FCAVAELocalizer.__init__, bordr=0)
+
+
+# -- the image score from the interior (fca-vae-frame) -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def edge_set(tmp_path_factory):
+    """10 generated textures, 6 with a dark hole planted where the paper's frame lies (centre 5 px from an edge,
+    radius 5: inside the first two cells of the 16×16 map); masks at map resolution."""
+    root = tmp_path_factory.mktemp("fca_edge")
+    rng = np.random.default_rng(5)
+    masks = []
+    for i in range(10):
+        img = make_texture(rng, SIZE)
+        mask = np.zeros((SIZE, SIZE), bool)
+        if i < 6:
+            yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+            cy, cx = (5.0, rng.uniform(40, 88)) if i % 2 else (rng.uniform(40, 88), SIZE - 6.0)
+            mask = np.hypot(yy - cy, xx - cx) < 5
+            img[mask] = 0.05
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"{i:02d}.png")
+        masks.append(np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((16, 16), Image.BOX)) > 64)
+    return load_image_set(root), np.stack(masks)
+
+
+def frame_localizer(**options) -> FCAVAEFrameLocalizer:
+    return FCAVAEFrameLocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, **options)
+
+
+def test_score_border_scores_the_interior_and_keeps_the_map(edge_set):
+    images, _ = edge_set
+    with runtime.settings(quiet=True):
+        inner = frame_localizer(score_border=3).fit_predict(images)
+        whole = frame_localizer(score_border=0).fit_predict(images)
+    assert np.array_equal(inner.maps, whole.maps)  # the same map; only the score leaves the frame out
+    assert np.allclose(whole.scores, whole.maps.reshape(10, -1).max(1))
+    assert np.allclose(inner.scores, whole.maps[:, 3:-3, 3:-3].reshape(10, -1).max(1))
+    assert (inner.scores < whole.scores).any()
+    assert np.allclose(FCAVAEFrameLocalizer(score_border=8)._image_scores(whole.maps), whole.scores)  # nothing left: the whole map
+
+
+def test_the_frame_localizer_draws_defects_that_the_paper_zeroes(edge_set):
+    """A hole at the edge: the paper's frame (2 cells at this size) blanks it; without the frame the map's peak
+    lies on it, while the image score still ignores the frame."""
+    images, masks = edge_set
+    with runtime.settings(quiet=True):
+        paper = FCAVAELocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, border=2).fit_predict(images).maps
+        frame = frame_localizer(score_border=2).fit_predict(images).maps
+    on = masks[:6].reshape(6, -1)
+    assert not on.reshape(6, 16, 16)[:, 2:-2, 2:-2].any()  # every hole lies inside the paper's frame
+    peak_on = lambda maps: on[np.arange(6), maps[:6].reshape(6, -1).argmax(1)].mean()  # noqa: E731
+    assert peak_on(frame) >= 5 / 6 and peak_on(paper) == 0
+    assert roc_auc_score(masks.ravel(), frame.ravel()) > roc_auc_score(masks.ravel(), paper.ravel()) + 0.05
+
+
+def test_frame_preset_is_fca_vae_with_other_defaults():
+    frame, paper = FCAVAEFrameLocalizer(), FCAVAELocalizer()
+    assert (frame.border, frame.score_border, paper.border) == (0, 5, 5) and "score_border" not in paper.get_params()
+    assert {k: v for k, v in frame.get_params().items() if k not in ("border", "score_border")} == {
+        k: v for k, v in paper.get_params().items() if k != "border"}
+    assert isinstance(pickle.loads(pickle.dumps(frame)), FCAVAEFrameLocalizer)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "5", None])
+def test_bad_score_border_is_refused_before_work(edge_set, value):
+    with pytest.raises(ValidationError, match="score_border"):
+        frame_localizer(score_border=value).fit_predict(edge_set[0])
