@@ -60,7 +60,8 @@ class FCALocalizer(Localizer):
     """Zero-shot FCA (Ardelean & Weyrich): each 7×7 patch's sorted features against the image's own median patch.
 
     Per image, on per-instance 0–1 scaled backbone features; maps at the feature-grid resolution (64×64 for 512 px),
-    blurred (σ = ``post_sigma``) with a zeroed ``border``; image score = the map's maximum.
+    blurred (σ = ``post_sigma``) with a zeroed ``border``; image score = the map's maximum, outside a frame of
+    ``score_border`` cells when one is given (None: the whole map, the paper's).
 
     ``position_calibration="median"`` (off in the papers' presets): ``fit`` learns the set's per-position median map
     and every map is scored less it — what every image of the set has at one place (FCA's edge artefacts, a fixture,
@@ -71,6 +72,7 @@ class FCALocalizer(Localizer):
     parameter_constraints: ClassVar[dict[str, list]] = {
         "patch_size": [Interval(1, None, "left", integer=True)], "border": [Interval(0, None, "left", integer=True)],
         "position_calibration": [StrOptions({"none", "median"})],
+        "score_border": [None, Interval(0, None, "left", integer=True)],
     }
 
     def __init__(
@@ -86,6 +88,7 @@ class FCALocalizer(Localizer):
         border: int = 5,
         chunk_elements: int = 1 << 19,
         position_calibration: str = "none",
+        score_border: int | None = None,
     ):
         self.backbone = backbone
         self.backbone_weights = backbone_weights
@@ -98,6 +101,7 @@ class FCALocalizer(Localizer):
         self.border = border
         self.chunk_elements = chunk_elements
         self.position_calibration = position_calibration
+        self.score_border = score_border
 
     # -- shared helpers -------------------------------------------------------------------------------------------
     def _spec(self) -> FeatureSpec:
@@ -144,8 +148,11 @@ class FCALocalizer(Localizer):
         return runtime.gather_rows(maps, n).numpy(), time.perf_counter() - start
 
     def _image_scores(self, maps: np.ndarray) -> np.ndarray:
-        """Per image, the map's maximum (the paper's image score)."""
-        return maps.reshape(len(maps), -1).max(axis=1)
+        """Per image, the map's maximum outside a ``score_border``-cell frame (the whole map when None or 0, or when
+        the frame would leave nothing)."""
+        b = self.score_border or 0
+        inner = maps[:, b:-b, b:-b] if b and min(maps.shape[1:]) > 2 * b else maps
+        return inner.reshape(len(maps), -1).max(axis=1)
 
     def _records(self, images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
@@ -248,9 +255,10 @@ class FCAVAELocalizer(FCALocalizer):
         kl_weight: float = 1e-3,
         seed: int = 42,
         vae_ensemble: int = 1,
+        score_border: int | None = None,
     ):
         super().__init__(backbone, backbone_weights, input_size, layers, patch_size, sigma_p, sigma_s, post_sigma, border, chunk_elements,
-                         position_calibration)
+                         position_calibration, score_border)
         self.latent = latent
         self.vae_iterations = vae_iterations
         self.vae_batch_pixels = vae_batch_pixels
@@ -337,52 +345,13 @@ class FCAVAECalibratedLocalizer(FCAVAELocalizer):
 class FCAVAEFrameLocalizer(FCAVAELocalizer):
     """FCA+VAE over the whole frame: maps with no zeroed border, the image score from the interior.
 
-    The paper zeroes a 5-cell frame (40 px at 512 px) where FCA's patch statistics meet the image edge, and with it
-    the defects that reach the edge (31 % of MTD's defect pixels). Here the map keeps the frame (``border=0``) and
-    only the image score — the ranking, and the binarizer's gate that reads it — is the maximum outside a
-    ``score_border``-cell frame, so an edge artefact cannot make a defect-free image look defective. Its own class
-    (not an option of ``fca``/``fca-vae``) so that the papers' presets keep their parameters and cache keys.
-    """
+    ``border=0, score_border=5``: the paper zeroes a 5-cell frame (40 px at 512 px) where FCA's patch statistics
+    meet the image edge, and with it the defects that reach the edge (31 % of MTD's defect pixels). Here the map
+    keeps the frame and only the image score — the ranking, and the binarizer's gate that reads it — leaves it out
+    (the maximum of the interior: the paper's score), so an edge artefact cannot make a defect-free image look
+    defective."""
 
-    parameter_constraints: ClassVar[dict[str, list]] = {
-        **FCAVAELocalizer.parameter_constraints, "score_border": [Interval(0, None, "left", integer=True)],
-    }
-
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        backbone_weights: str | None = None,
-        input_size: int = 512,
-        layers: tuple[str, ...] = (),
-        patch_size: int = 7,
-        sigma_p: float = 3.0,
-        sigma_s: float = 1.0,
-        post_sigma: float = 1.0,
-        border: int = 0,
-        chunk_elements: int = 1 << 19,
-        position_calibration: str = "none",
-        latent: int = 128,
-        vae_iterations: int = 1000,
-        vae_batch_pixels: int = 1024,
-        pool_pixels: int = 1 << 18,
-        lr: float = 1e-3,
-        weight_decay: float = 0.1,
-        kl_weight: float = 1e-3,
-        seed: int = 42,
-        vae_ensemble: int = 1,
-        score_border: int = 5,
-    ):
-        super().__init__(backbone, backbone_weights, input_size, layers, patch_size, sigma_p, sigma_s, post_sigma, border,
-                         chunk_elements, position_calibration, latent, vae_iterations, vae_batch_pixels, pool_pixels, lr,
-                         weight_decay, kl_weight, seed, vae_ensemble)
-        self.score_border = score_border
-
-    def _image_scores(self, maps: np.ndarray) -> np.ndarray:
-        """Per image, the map's maximum outside a ``score_border``-cell frame (the whole map when the frame would
-        leave nothing)."""
-        b = self.score_border
-        inner = maps[:, b:-b, b:-b] if b and min(maps.shape[1:]) > 2 * b else maps
-        return inner.reshape(len(maps), -1).max(axis=1)
+    __init__ = preset_init(FCAVAELocalizer.__init__, border=0, score_border=5)
 
     def _method(self) -> str:
         return "fca-vae-frame"

@@ -316,16 +316,21 @@ def frame_localizer(**options) -> FCAVAEFrameLocalizer:
     return FCAVAEFrameLocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, **options)
 
 
-def test_score_border_scores_the_interior_and_keeps_the_map(edge_set):
+def frame_localizer_of(score_border) -> FCAVAEFrameLocalizer:
+    return frame_localizer(score_border=score_border)
+
+
+@pytest.mark.parametrize("build", [lambda b: FCALocalizer(input_size=SIZE, border=0, score_border=b), frame_localizer_of])
+def test_score_border_scores_the_interior_and_keeps_the_map(edge_set, build):
     images, _ = edge_set
     with runtime.settings(quiet=True):
-        inner = frame_localizer(score_border=3).fit_predict(images)
-        whole = frame_localizer(score_border=0).fit_predict(images)
+        inner = build(3).fit_predict(images)
+        whole = build(None).fit_predict(images)
     assert np.array_equal(inner.maps, whole.maps)  # the same map; only the score leaves the frame out
     assert np.allclose(whole.scores, whole.maps.reshape(10, -1).max(1))
     assert np.allclose(inner.scores, whole.maps[:, 3:-3, 3:-3].reshape(10, -1).max(1))
     assert (inner.scores < whole.scores).any()
-    assert np.allclose(FCAVAEFrameLocalizer(score_border=8)._image_scores(whole.maps), whole.scores)  # nothing left: the whole map
+    assert np.allclose(FCALocalizer(score_border=8)._image_scores(whole.maps), whole.scores)  # nothing left: the whole map
 
 
 def test_the_frame_localizer_draws_defects_that_the_paper_zeroes(edge_set):
@@ -344,13 +349,14 @@ def test_the_frame_localizer_draws_defects_that_the_paper_zeroes(edge_set):
 
 def test_frame_preset_is_fca_vae_with_other_defaults():
     frame, paper = FCAVAEFrameLocalizer(), FCAVAELocalizer()
-    assert (frame.border, frame.score_border, paper.border) == (0, 5, 5) and "score_border" not in paper.get_params()
-    assert {k: v for k, v in frame.get_params().items() if k not in ("border", "score_border")} == {
-        k: v for k, v in paper.get_params().items() if k != "border"}
+    assert (frame.border, frame.score_border) == (0, 5) and (paper.border, paper.score_border) == (5, None)
+    changed = ("border", "score_border")
+    assert {k: v for k, v in frame.get_params().items() if k not in changed} == {k: v for k, v in paper.get_params().items() if k not in changed}
+    assert FCAVAEFrameLocalizer(score_border=2, latent=7).get_params()["score_border"] == 2
     assert isinstance(pickle.loads(pickle.dumps(frame)), FCAVAEFrameLocalizer)
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, "5", None])
+@pytest.mark.parametrize("value", [-1, 1.5, "5"])
 def test_bad_score_border_is_refused_before_work(edge_set, value):
     with pytest.raises(ValidationError, match="score_border"):
         frame_localizer(score_border=value).fit_predict(edge_set[0])
