@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_CLASSIFIER, STAGES, ConfigError, PipelineConfig, check_plugins, resolve_config
+from .config import DEFAULT_CLASSIFIER, DEFAULT_STABILITY_RESAMPLES, STAGES, ConfigError, PipelineConfig, check_plugins, resolve_config
 from .records import AnomalyMaps, Clustering, Embeddings, ImageSet, Regions
 
 __all__ = ["AnomalyClustering", "ClusteringResult", "Prediction", "FittedRun", "load_run"]
@@ -199,7 +199,7 @@ class AnomalyClustering:
         k_min: int = 2,
         k_max: int = 10,
         k_method: str = "auto",
-        stability_resamples: int = 10,
+        stability_resamples: int = DEFAULT_STABILITY_RESAMPLES,
         backbone: str | None = None,
         backbone_weights: str | None = None,
         input_size: int | None = None,

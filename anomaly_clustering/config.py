@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = [
-    "STAGES", "SHARED_OPTIONS", "DEFAULT_CLASSIFIER", "ConfigError", "StageSpec", "PipelineConfig",
+    "STAGES", "SHARED_OPTIONS", "DEFAULT_CLASSIFIER", "DEFAULT_STABILITY_RESAMPLES", "ConfigError", "StageSpec", "PipelineConfig",
     "resolve_config", "merge_stage_options", "check_plugins", "prescan", "build_fit_parser", "parse_args", "config_from_namespace",
 ]
 
@@ -35,6 +35,7 @@ SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
 DEFAULT_LOCALIZER = "fca-vae"
 FALLBACK_LOCALIZER = "color-stats"
 DEFAULT_CLASSIFIER = "multiview-all-normal-first"
+DEFAULT_STABILITY_RESAMPLES = 10  # refits of the clusterer that measure its stability (:mod:`.stability`)
 
 FIT_COMMAND_HELP = "localize, binarize, represent and cluster a folder of images; writes a run folder"
 
@@ -68,7 +69,7 @@ class PipelineConfig:
     k_method: str = "auto"
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)
-    stability_resamples: int = 10  # refits on random subsets after the clusterer (0: none; :mod:`.stability`)
+    stability_resamples: int = DEFAULT_STABILITY_RESAMPLES  # refits on random subsets after the clusterer (0: none; :mod:`.stability`)
 
     def spec(self, stage: str) -> StageSpec:
         return getattr(self, stage)
@@ -149,7 +150,7 @@ def resolve_config(
     backbone_weights: str | None = None,
     input_size: int | None = None,
     seed: int | None = None,
-    stability_resamples: int = 10,
+    stability_resamples: int = DEFAULT_STABILITY_RESAMPLES,
 ) -> PipelineConfig:
     """The :class:`PipelineConfig` of a classifier preset, per-stage choices (a plugin name or a mapping
     ``{"name": ..., option: value}``; a mapping without ``name`` keeps the preset's plugin) and shared settings,
@@ -303,7 +304,7 @@ def _add_run_arguments(p: Any, command: str, classifier: str) -> None:
     p.add_argument("--k_min", type=int, default=2, help="smallest K tried when n_clusters is auto")
     p.add_argument("--k_max", type=int, default=10, help="largest K tried when n_clusters is auto")
     p.add_argument("--k_method", type=str, default="auto", help="how K is estimated: 'auto' (the rule chosen on the suite) or one estimator (see anomaly_clustering.kselect.K_METHODS)")
-    p.add_argument("--stability_resamples", type=int, default=10, help="refits of the clusterer on random 80%% subsets that measure how stable the clusters are (0: none)")
+    p.add_argument("--stability_resamples", type=int, default=DEFAULT_STABILITY_RESAMPLES, help="refits of the clusterer on random 80%% subsets that measure how stable the clusters are (0: none)")
     for name, (typ, text) in _SHARED_HELP.items():
         p.add_argument(f"--{name}", type=typ, default=None, help=text)
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
@@ -372,7 +373,7 @@ def config_from_namespace(cfg: Any) -> PipelineConfig:
     return resolve_config(
         cfg.classifier, **{stage: _stage_part(cfg, stage) for stage in STAGES},
         n_clusters=cfg.n_clusters, k_min=cfg.k_min, k_max=cfg.k_max, k_method=cfg.k_method,
-        stability_resamples=getattr(cfg, "stability_resamples", 10),
+        stability_resamples=getattr(cfg, "stability_resamples", DEFAULT_STABILITY_RESAMPLES),
         **{k: getattr(cfg, k) for k in SHARED_OPTIONS},
     )
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import normalized_mutual_info_score
 
 from . import runtime
+from .config import DEFAULT_STABILITY_RESAMPLES
 from .records import Clustering, Embeddings
 
-__all__ = ["ClusterStability", "SUBSET_FRACTION", "cluster_stability", "stability_reading"]
+__all__ = ["ClusterStability", "SUBSET_FRACTION", "cluster_stability", "stability_reading", "subset_refits"]
 
 #: the share of the images each refit sees (the usual choice of subsampling stability studies)
 SUBSET_FRACTION = 0.8
@@ -74,12 +75,26 @@ def _best_jaccard(labels: np.ndarray, refit: np.ndarray, k: int) -> np.ndarray:
     return np.where(both.sum(1) > 0, jac, np.nan)
 
 
-def cluster_stability(clusterer: Any, embeddings: Embeddings, clustering: Clustering, n_resamples: int = 10,
+def subset_refits(clusterer: Any, embeddings: Embeddings, k: int, n_resamples: int, fraction: float = SUBSET_FRACTION,
+                  seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(the sorted image indices of the subset, a clone of ``clusterer``'s labels there at K = ``k``) for each of
+    ``n_resamples`` seeded random subsets of ``fraction`` of the images (the refits of :func:`cluster_stability`)."""
+    from .kselect import take_embeddings
+
+    n = embeddings.n_images
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        keep = np.sort(rng.choice(n, int(round(fraction * n)), replace=False))
+        refit = clone(clusterer)
+        if "n_clusters" in refit.get_params():
+            refit.set_params(n_clusters=k)
+        yield keep, np.asarray(refit.fit_predict(take_embeddings(embeddings, keep)).labels, np.int64)
+
+
+def cluster_stability(clusterer: Any, embeddings: Embeddings, clustering: Clustering, n_resamples: int = DEFAULT_STABILITY_RESAMPLES,
                       fraction: float = SUBSET_FRACTION, seed: int = 0) -> ClusterStability:
     """Refit a clone of ``clusterer`` at the run's K on ``n_resamples`` seeded subsets of ``fraction`` of the images
     and compare each refit with ``clustering``'s labels there (see the module docstring)."""
-    from .kselect import take_embeddings
-
     if not isinstance(n_resamples, (int, np.integer)) or isinstance(n_resamples, bool) or n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples!r}: must be an integer >= 1")
     if not 0.0 < float(fraction) < 1.0:
@@ -89,14 +104,9 @@ def cluster_stability(clusterer: Any, embeddings: Embeddings, clustering: Cluste
     size = int(round(fraction * n))
     if size <= k or size >= n:
         return ClusterStability(float("nan"), float("nan"), np.full(k, np.nan), 0, float(fraction), {"skipped": f"{n} images are too few to resample at K = {k}"})
-    rng = np.random.default_rng(seed)
     scores, jaccards = [], []
-    for _ in runtime.progress(range(n_resamples), desc="cluster stability", unit="refit"):
-        keep = np.sort(rng.choice(n, size, replace=False))
-        refit = clone(clusterer)
-        if "n_clusters" in refit.get_params():
-            refit.set_params(n_clusters=k)
-        sub = np.asarray(refit.fit_predict(take_embeddings(embeddings, keep)).labels, np.int64)
+    for keep, sub in runtime.progress(subset_refits(clusterer, embeddings, k, n_resamples, fraction, seed), desc="cluster stability",
+                                      total=n_resamples, unit="refit"):
         scores.append(normalized_mutual_info_score(labels[keep], sub))
         jaccards.append(_best_jaccard(labels[keep], sub, k))
     with warnings.catch_warnings():  # a cluster absent from every subset stays NaN

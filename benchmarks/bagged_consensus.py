@@ -25,19 +25,14 @@ from view_harness import run_saved_views, saved_views_parser  # noqa: E402
 
 def bagged_labels(clusterer, embeddings, k: int, bags: int, seed: int, fraction: float = 0.8) -> np.ndarray:
     """K clusters of the co-association of ``bags`` refits of ``clusterer`` on random subsets, average linkage."""
-    from sklearn.base import clone
     from sklearn.cluster import AgglomerativeClustering
 
-    from anomaly_clustering.kselect import take_embeddings
+    from anomaly_clustering.stability import subset_refits
 
     n = embeddings.n_images
-    rng = np.random.default_rng(seed)
     together = np.zeros((n, n), np.float32)
     seen = np.zeros((n, n), np.float32)
-    for _ in range(bags):
-        keep = np.sort(rng.choice(n, int(round(fraction * n)), replace=False))
-        refit = clone(clusterer).set_params(n_clusters=k)
-        labels = np.asarray(refit.fit_predict(take_embeddings(embeddings, keep)).labels)
+    for keep, labels in subset_refits(clusterer, embeddings, k, bags, fraction, seed):
         together[np.ix_(keep, keep)] += labels[:, None] == labels[None, :]
         seen[np.ix_(keep, keep)] += 1
     co = together / np.maximum(seen, 1)

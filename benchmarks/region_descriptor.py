@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shape_view import peak_component  # noqa: E402  (the map's peak region, as the shape view takes it)
 from view_backbone import default_labels  # noqa: E402
 from view_harness import fitted_maps, run_saved_views, saved_blocks, saved_views_parser, ward  # noqa: E402
 
@@ -43,14 +44,6 @@ def structure_change(grey: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
     count = lambda a: ndimage.label(a)[1]  # noqa: E731
     return np.array([float(grey[anomalous].mean()), float(grey[ring].mean()) if ring.any() else 0.5,
                      count(bright) - count(healed), count(~bright) - count(~healed), np.log(anomalous.sum())])
-
-
-def peak_component(m: np.ndarray, level: float = 0.5) -> np.ndarray:
-    """The connected component holding the map's peak of the cells above median + level·(peak − median)."""
-    peak = np.unravel_index(int(np.argmax(m)), m.shape)
-    med = float(np.median(m))
-    labels, _ = ndimage.label(m >= med + level * (float(m[peak]) - med))
-    return labels == labels[peak]
 
 
 def blind_anomalous(grey: np.ndarray, grid_map: np.ndarray) -> np.ndarray:
