@@ -179,7 +179,7 @@ class ClusteringResult(Prediction):
 class AnomalyClustering:
     """Localize anomalies, binarize them, embed each image and cluster the images by defect type.
 
-    ``localizer``: a localizer plugin name (default ``fca-vae``); ``classifier``: a preset of binarizer +
+    ``localizer``: a localizer plugin name (default ``fca-vae-frame``); ``classifier``: a preset of binarizer +
     representation + clusterer (default ``multiview-all-normal-first``); ``n_clusters``: an integer or ``"auto"`` (estimated
     between ``k_min`` and ``k_max`` by ``k_method``). Stage choices, stage options (``<stage>__<option>=value``) and
     the shared settings are merged by :func:`~anomaly_clustering.config.resolve_config`, exactly as on the command

@@ -3,7 +3,7 @@ shared settings — used alike by the Python API (:mod:`anomaly_clustering.api`)
 
 The merge rule (:func:`resolve_config`), per stage, later steps winning:
 
-1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``fca-vae``, or
+1. the plugin's name: given for the stage, else the classifier preset's part (the localizer: ``fca-vae-frame``, or
    ``color-stats`` when FCA cannot load);
 2. the preset's options for that part, when the stage keeps the preset's plugin;
 3. the options given for the stage (``--representation.epochs 2``, ``representation__epochs=2``, a YAML mapping);
@@ -32,7 +32,7 @@ __all__ = [
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
 #: Options every stage with such a parameter inherits from the top-level settings unless given per stage.
 SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
-DEFAULT_LOCALIZER = "fca-vae"
+DEFAULT_LOCALIZER = "fca-vae-frame"  # fca-vae's maps over the whole image; scores and the views read its interior
 FALLBACK_LOCALIZER = "color-stats"
 DEFAULT_CLASSIFIER = "multiview-all-normal-first"
 DEFAULT_STABILITY_RESAMPLES = 10  # refits of the clusterer that measure its stability (:mod:`.stability`)

@@ -81,6 +81,18 @@ class AnomalyMaps:
     def map_size(self) -> tuple[int, int]:
         return int(self.maps.shape[1]), int(self.maps.shape[2])
 
+    @property
+    def scored_maps(self) -> np.ndarray:
+        """The maps as the image scores read them, for the stages that describe images by their maps: where the
+        localizer leaves a frame of ``info["score_border"]`` cells out of its scores (``fca-vae-frame``), that frame
+        set to 0, as ``fca-vae`` zeroes it; otherwise the maps themselves."""
+        b = int(self.info.get("score_border") or 0)
+        if not b or min(self.map_size) <= 2 * b:
+            return self.maps
+        inner = np.zeros_like(self.maps)
+        inner[:, b:-b, b:-b] = self.maps[:, b:-b, b:-b]
+        return inner
+
 
 @dataclass(frozen=True)
 class Region:

@@ -296,7 +296,7 @@ class ContrastiveHead(Representation):
         """One pass over the features: the eq. 2 descriptors (returned, N×C) and the pooled pixels' 0–1 scaled
         vectors, written into ``bank``."""
         n, c, h, w = feats.shape
-        weights = normalize_maps(maps.maps, self.normalize_maps)
+        weights = normalize_maps(maps.scored_maps, self.normalize_maps)
         descriptors = np.empty((n, c), np.float32)
         for idx, f in feature_batches(feats, self.batch_size, True, "contrastive: descriptors"):
             descriptors[idx] = weighted_descriptor(f, maps_on_grid(weights[idx], (h, w)), self.tau, self.blur_sigma).numpy()
@@ -347,7 +347,7 @@ class ContrastiveHead(Representation):
     def transform(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> Embeddings:
         check_is_fitted(self, "head_")
         feats = self._features(images)
-        weights = normalize_maps(maps.maps, self.normalize_maps)
+        weights = normalize_maps(maps.scored_maps, self.normalize_maps)
         dev = runtime.device()
         head = copy.deepcopy(self.head_).to(dev)  # a copy on the device: transform leaves the fitted head as it is
         out = np.empty((len(images), feats.shape[1]), np.float32)

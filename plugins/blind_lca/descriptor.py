@@ -117,7 +117,7 @@ class WeightedDescriptor(Representation):
     def _blocks(self, images: ImageSet, maps: AnomalyMaps) -> list[np.ndarray]:
         """Unscaled blocks: one eq.-2 descriptor per τ, then the mean-pooled context when ``context_weight`` > 0."""
         feats = extract_features(images, self.feature_spec())
-        weights = normalize_maps(maps.maps, self.normalize_maps)
+        weights = normalize_maps(maps.scored_maps, self.normalize_maps)
         taus, c = self._taus(), feats.shape[1]
         blocks = [np.empty((len(images), c), np.float32) for _ in range(len(taus) + (self.context_weight > 0))]
         for idx, f in feature_batches(feats, self.batch_size, self.scale_features, "weighted descriptor"):

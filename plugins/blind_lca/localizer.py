@@ -156,6 +156,8 @@ class FCALocalizer(Localizer):
 
     def _records(self, images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
+        if self.score_border:  # the frame the scores leave out: the representations leave it out too (AnomalyMaps.scored_maps)
+            info = {**info, "score_border": int(self.score_border)}
         return AnomalyMaps(maps, self._image_scores(maps), sizes, info)
 
     # -- position calibration -------------------------------------------------------------------------------------
@@ -343,13 +345,15 @@ class FCAVAECalibratedLocalizer(FCAVAELocalizer):
 
 
 class FCAVAEFrameLocalizer(FCAVAELocalizer):
-    """FCA+VAE over the whole frame: maps with no zeroed border, the image score from the interior.
+    """The default: FCA+VAE over the whole frame — maps with no zeroed border; the image score and the views read the interior.
 
     ``border=0, score_border=5``: the paper zeroes a 5-cell frame (40 px at 512 px) where FCA's patch statistics
     meet the image edge, and with it the defects that reach the edge (31 % of MTD's defect pixels). Here the map
     keeps the frame and only the image score — the ranking, and the binarizer's gate that reads it — leaves it out
     (the maximum of the interior: the paper's score), so an edge artefact cannot make a defect-free image look
-    defective."""
+    defective. The maps say so (``info["score_border"]``), and the representations that describe images by their
+    maps read the same interior (:attr:`AnomalyMaps.scored_maps`): the toolkit's default localizer, whose
+    clustering is exactly ``fca-vae``'s."""
 
     __init__ = preset_init(FCAVAELocalizer.__init__, border=0, score_border=5)
 

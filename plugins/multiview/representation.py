@@ -176,7 +176,7 @@ class MultiViewDescriptor(Representation):
             return view_vectors(images, "average", FeatureSpec(backbone, (), int(self.average_size), self._weights(backbone)), ())
         if view == "context":
             return view_vectors(images, "context", self._spec(self.context_size, backbone), self.stats, batch_size=self.batch_size)
-        boxes = anomaly_boxes(np.asarray(maps.maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)
+        boxes = anomaly_boxes(np.asarray(maps.scored_maps), np.asarray(maps.image_sizes), self.box_level, self.box_margin, self.box_min_side)
         return view_vectors(images, "crop", self._spec(self.crop_size, backbone), self.stats, boxes, self.batch_size)
 
     def _blocks(self, images: ImageSet, maps: AnomalyMaps, regions: Regions) -> list[np.ndarray]:

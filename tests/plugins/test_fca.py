@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_clustering import runtime
 from anomaly_clustering.data import load_image_set
+from anomaly_clustering.records import AnomalyMaps
 from anomaly_clustering.examples import make_texture, plant_defect
 from anomaly_clustering.features_ops import gaussian_blur
 from anomaly_clustering.plugins.blind_lca.localizer import (
@@ -360,3 +361,32 @@ def test_frame_preset_is_fca_vae_with_other_defaults():
 def test_bad_score_border_is_refused_before_work(edge_set, value):
     with pytest.raises(ValidationError, match="score_border"):
         frame_localizer(score_border=value).fit_predict(edge_set[0])
+
+
+def test_scored_maps_zero_the_frame_the_scores_leave_out():
+    maps = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6) + 1
+    record = lambda info: AnomalyMaps(maps, maps.reshape(2, -1).max(1), np.full((2, 2), 48), info)  # noqa: E731
+    scored = record({"score_border": 2}).scored_maps
+    assert np.array_equal(scored[:, 2:4, 2:4], maps[:, 2:4, 2:4]) and scored.sum() == maps[:, 2:4, 2:4].sum()
+    assert record({}).scored_maps is maps and record({"score_border": None}).scored_maps is maps
+    assert record({"score_border": 3}).scored_maps is maps  # a frame that would leave nothing: the whole map, as the scores
+
+
+def test_the_views_read_the_frame_localizers_maps_as_the_papers(edge_set):
+    """``fca-vae-frame`` (the default) draws the frame for the user; what the classifier describes — eq. 2's weights,
+    the crop's box — is the interior its scores read, i.e. exactly ``fca-vae``'s maps (same seed)."""
+    from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor
+    from anomaly_clustering.plugins.common.threshold import OtsuThreshold
+    from anomaly_clustering.plugins.multiview.representation import MultiViewDescriptor
+
+    images, _ = edge_set
+    with runtime.settings(quiet=True):
+        frame = frame_localizer(score_border=2).fit_predict(images)
+        paper = FCAVAELocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, border=2).fit_predict(images)
+        assert frame.info["score_border"] == 2 and "score_border" not in paper.info
+        assert not np.array_equal(frame.maps, paper.maps) and np.array_equal(frame.scored_maps, paper.maps)
+        assert np.array_equal(frame.scores, paper.scores)
+        regions = OtsuThreshold().fit_transform(paper, images)
+        for rep in (WeightedDescriptor(input_size=SIZE), MultiViewDescriptor(views=("anomaly", "crop"), average_size=SIZE, crop_size=64)):
+            a = rep.fit_transform(images, frame, regions).vectors
+            assert np.array_equal(a, type(rep)(**rep.get_params()).fit_transform(images, paper, regions).vectors)
