@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ImageSet", "AnomalyMaps", "Region", "Regions", "Embeddings", "Clustering"]
+__all__ = ["ImageSet", "AnomalyMaps", "Region", "Regions", "Embeddings", "Clustering", "map_interior"]
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,19 @@ class AnomalyMaps:
         localizer leaves a frame of ``info["score_border"]`` cells out of its scores (``fca-vae-frame``), that frame
         set to 0, as ``fca-vae`` zeroes it; otherwise the maps themselves."""
         b = int(self.info.get("score_border") or 0)
-        if not b or min(self.map_size) <= 2 * b:
+        interior = map_interior(self.maps, b)
+        if interior is self.maps:
             return self.maps
         inner = np.zeros_like(self.maps)
-        inner[:, b:-b, b:-b] = self.maps[:, b:-b, b:-b]
+        inner[:, b:-b, b:-b] = interior
         return inner
+
+
+def map_interior(maps: np.ndarray, border: int | None) -> np.ndarray:
+    """N×H×W maps without a ``border``-cell frame (a view); the maps themselves when there is no frame or it would
+    leave nothing — the one rule of a localizer's ``score_border`` and :attr:`AnomalyMaps.scored_maps`."""
+    b = int(border or 0)
+    return maps[:, b:-b, b:-b] if b and min(maps.shape[1:]) > 2 * b else maps
 
 
 @dataclass(frozen=True)

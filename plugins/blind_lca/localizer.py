@@ -16,7 +16,7 @@ from anomaly_clustering.backbones import DEFAULT_BACKBONE, FeatureArray, Feature
 from anomaly_clustering.data import image_size
 from anomaly_clustering.features_ops import scale_per_instance
 from anomaly_clustering.interfaces import Localizer, preset_init
-from anomaly_clustering.records import AnomalyMaps, ImageSet
+from anomaly_clustering.records import AnomalyMaps, ImageSet, map_interior
 from anomaly_clustering.validation import Interval, StrOptions, check_is_fitted, validate_params
 
 from .torch_model import FCAParams, FeatureVAE, VAEEnsemble, VAELoss, fca_map
@@ -150,9 +150,7 @@ class FCALocalizer(Localizer):
     def _image_scores(self, maps: np.ndarray) -> np.ndarray:
         """Per image, the map's maximum outside a ``score_border``-cell frame (the whole map when None or 0, or when
         the frame would leave nothing)."""
-        b = self.score_border or 0
-        inner = maps[:, b:-b, b:-b] if b and min(maps.shape[1:]) > 2 * b else maps
-        return inner.reshape(len(maps), -1).max(axis=1)
+        return map_interior(maps, self.score_border).reshape(len(maps), -1).max(axis=1)
 
     def _records(self, images: ImageSet, maps: np.ndarray, info: dict) -> AnomalyMaps:
         sizes = np.array([image_size(p) for p in images.paths], np.int64).reshape(len(images), 2)
