@@ -32,7 +32,7 @@ __all__ = [
 STAGES = ("localizer", "binarizer", "representation", "clusterer")
 #: Options every stage with such a parameter inherits from the top-level settings unless given per stage.
 SHARED_OPTIONS = ("backbone", "backbone_weights", "input_size", "seed")
-DEFAULT_LOCALIZER = "fca-vae-frame"  # fca-vae's maps over the whole image; scores and the views read its interior
+DEFAULT_LOCALIZER = "fca-vae-frame"  # fca-vae's maps (three VAEs) over the whole image; scores and the views read its interior
 FALLBACK_LOCALIZER = "color-stats"
 DEFAULT_CLASSIFIER = "multiview-all-normal-first"
 DEFAULT_STABILITY_RESAMPLES = 10  # refits of the clusterer that measure its stability (:mod:`.stability`)

@@ -17,7 +17,10 @@ saved) and is scored by the default's clusterer and by Ward on the crop alone:
   beside the plain mean: the defect's own channels;
 - ``weighted-only``: the map-weighted mean and std alone;
 - ``d4``: the default's statistics averaged over the crop's eight rotations and flips (a defect's type does not
-  depend on which way it points; a board's traces and a tile's cracks run every way).
+  depend on which way it points; a board's traces and a tile's cracks run every way);
+- ``residual``: each patch of the crop less its nearest patch in the crops of the images without a region (what the
+  patch would look like without the defect), pooled by the residuals' length-weighted mean and std
+  (``crop_residual.py``); ``residual-features``: the same with the weighted mean of the patches' own features beside.
 
 The maps come from the stage cache the first command filled (the same fit configuration), so the views line up
 image for image.
@@ -35,10 +38,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from view_backbone import default_nmi  # noqa: E402
 from view_harness import (  # noqa: E402
-    fitted_maps, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
+    fitted_maps, region_info, run_saved_views, saved_blocks, saved_views_parser, standardise, ward,
 )
 
-VARIANTS = ("plain", "deeper", "max", "tight", "wide", "weighted", "weighted-only", "d4")
+VARIANTS = ("plain", "deeper", "max", "tight", "wide", "weighted", "weighted-only", "d4", "residual", "residual-features")
 
 
 @torch.no_grad()
@@ -79,8 +82,9 @@ def weighted_crop_vectors(images, maps: np.ndarray, image_sizes: np.ndarray, box
     return np.concatenate(rows).astype(np.float32)
 
 
-def crop_block(variant: str, images, maps) -> np.ndarray:
-    """The crop view of one variant (raw vectors, before standardisation)."""
+def crop_block(variant: str, images, maps, has_region: np.ndarray | None = None) -> np.ndarray:
+    """The crop view of one variant (raw vectors, before standardisation); ``has_region`` (the saved verdict) picks
+    the ``residual`` variants' reference images."""
     from anomaly_clustering.backbones import FeatureSpec
     from anomaly_clustering.plugins.multiview.views import anomaly_boxes, view_vectors
 
@@ -93,6 +97,10 @@ def crop_block(variant: str, images, maps) -> np.ndarray:
         from crop_invariance import d4_crop_view
 
         return d4_crop_view(images, boxes, spec.input_size)
+    if variant in ("residual", "residual-features"):
+        from crop_residual import residual_crop_view
+
+        return residual_crop_view(images, boxes, np.asarray(has_region, bool), spec, with_features=variant == "residual-features")
     if variant in ("weighted", "weighted-only"):
         return weighted_crop_vectors(images, m, sizes, boxes, spec, with_plain=variant == "weighted")
     stats = ("mean", "std", "max") if variant == "max" else ("mean", "std")
@@ -112,7 +120,7 @@ def main() -> None:
         blocks = saved_blocks(d)
         row = {"default": default_nmi(blocks, d), "crop alone": float(nmi(true, ward(blocks["crop224"], k)))}
         for v in args.variants:
-            crop = standardise(crop_block(v, images, maps))
+            crop = standardise(crop_block(v, images, maps, region_info(d)[0]))
             row[v] = default_nmi({**blocks, "crop224": crop}, d)
             row[f"{v} alone"] = float(nmi(true, ward(crop, k)))
         return row

@@ -58,10 +58,11 @@ MULTIVIEW_ALL = ClassifierPreset(
 
 MULTIVIEW_ALL_NORMAL_FIRST = ClassifierPreset(
     representation={"name": "multiview", "views": ("anomaly", "average", "context", "crop"),
-                    "view_weights": (1.0, 1.0, 1.0, 1.0), "crop_gate": "mask"},
+                    "view_weights": (1.0, 1.0, 1.0, 1.0), "crop_gate": "mask", "view_transform": "ssqrt-l2"},
     clusterer={"name": "normal-first", "normal_by": "region", "normal_variation": 0.5, "reassign_normal": True},
     binarizer="hysteresis",
-    description="Default: multiview-all's descriptor; when the binarizer leaves most images without a region and those "
+    description="Default: multiview-all's views, each power- and L2-normalised (signed square root, unit length per "
+    "image); when the binarizer leaves most images without a region and those "
     "images look like one population (they split less clearly than the rest), they are one cluster, the directions "
     "holding half of their own variance are removed, Ward splits the rest into K-1 types, and each image of that group "
     "joins the nearest of the K centroids (one step); otherwise Ward on all, "

@@ -21,9 +21,11 @@ CROP_GATES = ("none", "score", "mask")
 
 #: Per-view transforms applied after centring, before each view is scaled to unit mean norm: ``none``; ``l2`` (every
 #: image's view to unit norm: its direction only); ``ssqrt`` (signed square root: damps a few dominant channels);
-#: ``pca`` (the view's first ``view_dims`` principal components, ``whiten``-ed or not: a wide view cannot dominate by
-#: its number of channels, and its noisy tail is dropped).
-VIEW_TRANSFORMS = ("none", "l2", "ssqrt", "pca")
+#: ``ssqrt-l2`` (the signed square root, then every image's view to unit norm: the power and L2 normalisation of
+#: Perronnin et al. 2010's improved Fisher vectors, so neither a few bursty channels nor one image's overall strength
+#: decides its distances); ``pca`` (the view's first ``view_dims`` principal components, ``whiten``-ed or not: a wide
+#: view cannot dominate by its number of channels, and its noisy tail is dropped).
+VIEW_TRANSFORMS = ("none", "l2", "ssqrt", "ssqrt-l2", "pca")
 
 __all__ = ["MultiViewDescriptor", "CROP_GATES", "VIEWS", "VIEW_TRANSFORMS", "fit_view_transform", "apply_view_transform"]
 
@@ -43,12 +45,17 @@ def fit_view_transform(block: np.ndarray, how: str = "none", dims: int = 32, whi
     return state
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _transform(b: np.ndarray, state: dict) -> np.ndarray:
     c = np.asarray(b, np.float64) - state["mean"]
     if state["how"] == "l2":
-        return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    if state["how"] == "ssqrt":
-        return np.sign(c) * np.sqrt(np.abs(c))
+        return _unit_rows(c)
+    if state["how"] in ("ssqrt", "ssqrt-l2"):
+        root = np.sign(c) * np.sqrt(np.abs(c))
+        return _unit_rows(root) if state["how"] == "ssqrt-l2" else root
     if state["how"] == "pca":
         return c @ state["basis"]
     return c

@@ -350,8 +350,9 @@ def test_the_frame_localizer_draws_defects_that_the_paper_zeroes(edge_set):
 
 def test_frame_preset_is_fca_vae_with_other_defaults():
     frame, paper = FCAVAEFrameLocalizer(), FCAVAELocalizer()
-    assert (frame.border, frame.score_border) == (0, 5) and (paper.border, paper.score_border) == (5, None)
-    changed = ("border", "score_border")
+    assert (frame.border, frame.score_border, frame.vae_ensemble) == (0, 5, 3)
+    assert (paper.border, paper.score_border, paper.vae_ensemble) == (5, None, 1)
+    changed = ("border", "score_border", "vae_ensemble")
     assert {k: v for k, v in frame.get_params().items() if k not in changed} == {k: v for k, v in paper.get_params().items() if k not in changed}
     assert FCAVAEFrameLocalizer(score_border=2, latent=7).get_params()["score_border"] == 2
     assert isinstance(pickle.loads(pickle.dumps(frame)), FCAVAEFrameLocalizer)
@@ -374,15 +375,17 @@ def test_scored_maps_zero_the_frame_the_scores_leave_out():
 
 def test_the_views_read_the_frame_localizers_maps_as_the_papers(edge_set):
     """``fca-vae-frame`` (the default) draws the frame for the user; what the classifier describes — eq. 2's weights,
-    the crop's box — is the interior its scores read, i.e. exactly ``fca-vae``'s maps (same seed)."""
+    the crop's box — is the interior its scores read, i.e. exactly ``fca-vae``'s maps (same seed, same three VAEs)."""
     from anomaly_clustering.plugins.blind_lca.descriptor import WeightedDescriptor
     from anomaly_clustering.plugins.common.threshold import OtsuThreshold
     from anomaly_clustering.plugins.multiview.representation import MultiViewDescriptor
 
     images, _ = edge_set
     with runtime.settings(quiet=True):
-        frame = frame_localizer(score_border=2).fit_predict(images)
-        paper = FCAVAELocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, border=2).fit_predict(images)
+        frame_localizer_ = frame_localizer(score_border=2)
+        assert frame_localizer_.vae_ensemble == 3  # the default's three VAEs; fca-vae keeps the paper's one
+        frame = frame_localizer_.fit_predict(images)
+        paper = FCAVAELocalizer(input_size=SIZE, vae_iterations=60, vae_batch_pixels=256, border=2, vae_ensemble=3).fit_predict(images)
         assert frame.info["score_border"] == 2 and "score_border" not in paper.info
         assert not np.array_equal(frame.maps, paper.maps) and np.array_equal(frame.scored_maps, paper.maps)
         assert np.array_equal(frame.scores, paper.scores)

@@ -376,7 +376,7 @@ def test_view_transforms_equalise_views_and_are_learned_in_fit() -> None:
     rng = np.random.default_rng(0)
     x, truth = _blobs(3, 30, d=4)
     wide = np.concatenate([x, rng.normal(0, 0.05, (len(x), 200))], 1) * 50.0  # 4 informative dims among 204, large scale
-    for how in ("none", "l2", "ssqrt", "pca"):
+    for how in ("none", "l2", "ssqrt", "ssqrt-l2", "pca"):
         st = fit_view_transform(wide, how, dims=8)
         z = apply_view_transform(wide, st)
         assert np.allclose(z.mean(0), 0.0, atol=1e-8) and np.linalg.norm(z, axis=1).mean() == pytest.approx(1.0)
@@ -388,6 +388,13 @@ def test_view_transforms_equalise_views_and_are_learned_in_fit() -> None:
     assert np.allclose(np.std(white, axis=0), np.std(white, axis=0)[0], rtol=1e-6)  # whitened: equal spread per component
     ssq = apply_view_transform(np.array([[4.0], [-4.0], [0.0]]), fit_view_transform(np.array([[4.0], [-4.0], [0.0]]), "ssqrt"))
     assert ssq[0, 0] == pytest.approx(-ssq[1, 0]) and ssq[2, 0] == pytest.approx(0.0)
+    v = np.array([1.0, -4.0, 9.0, 0.25])
+    u = np.array([2.0, 1.0, -3.0, 0.5])
+    scaled = np.stack([v, 4.0 * v, -5.0 * v, u, -u])  # centred already; rows 0 and 1: one direction, two strengths
+    power = apply_view_transform(scaled, fit_view_transform(scaled, "ssqrt-l2"))
+    root = apply_view_transform(scaled, fit_view_transform(scaled, "ssqrt"))
+    assert np.allclose(power[0], power[1]) and not np.allclose(root[0], root[1])  # the strength is gone, the direction kept
+    assert not np.allclose(power[0], power[2]) and not np.allclose(power[0], power[3])
 
 
 def test_representation_pca_view_transform_sets_each_views_width(tmp_path) -> None:
