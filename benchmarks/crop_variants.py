@@ -100,6 +100,8 @@ def crop_block(variant: str, images, maps, has_region: np.ndarray | None = None)
     if variant in ("residual", "residual-features"):
         from crop_residual import residual_crop_view
 
+        if has_region is None:
+            raise ValueError(f"crop variant {variant!r} needs has_region (the saved verdict) to pick its reference images")
         return residual_crop_view(images, boxes, np.asarray(has_region, bool), spec, with_features=variant == "residual-features")
     if variant in ("weighted", "weighted-only"):
         return weighted_crop_vectors(images, m, sizes, boxes, spec, with_plain=variant == "weighted")

@@ -13,9 +13,9 @@ saved and then, every view alike, one of the transforms of ``multiview``'s ``vie
 - ``ssqrt``: the signed square root (damps a few dominant channels);
 - ``ssqrt-l2``: the signed square root, then unit length (Perronnin et al. 2010's power + L2 normalisation).
 
-Each transformed view is centred and scaled to unit mean norm again, as :func:`apply_view_transform` does; the saved
-views are that function's ``none`` output, so ``ssqrt-l2`` here is exactly what ``view_transform="ssqrt-l2"``
-computes in a run (a positive scale does not change a row's direction).
+Each saved view goes through ``multiview``'s own transform (:func:`fit_view_transform` / :func:`apply_view_transform`).
+The saved views are that function's ``none`` output (centred, scaled by a positive number), so the result is what
+``view_transform=HOW`` computes from the raw views in a run (``tests/test_view_normalisation.py``).
 """
 
 from __future__ import annotations
@@ -27,23 +27,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from view_backbone import default_nmi  # noqa: E402
-from view_harness import run_saved_views, saved_blocks, saved_views_parser, standardise  # noqa: E402
+from view_harness import run_saved_views, saved_blocks, saved_views_parser  # noqa: E402
 
 TRANSFORMS = ("l2", "l2, crop as saved", "ssqrt", "ssqrt-l2")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def transformed(block: np.ndarray, how: str) -> np.ndarray:
-    """One saved (standardised) view through ``how``, standardised again."""
-    x = np.asarray(block, np.float64)
-    if how.startswith("ssqrt"):
-        x = np.sign(x) * np.sqrt(np.abs(x))
-    if how.endswith("l2"):
-        x = _unit(x)
-    return standardise(x).astype(np.float32)
+    """One saved (centred, scaled) view through ``multiview``'s own ``how`` transform, centred and scaled again."""
+    from anomaly_clustering.plugins.multiview.representation import apply_view_transform, fit_view_transform
+
+    return apply_view_transform(block, fit_view_transform(block, how)).astype(np.float32)
 
 
 def transformed_views(blocks: dict[str, np.ndarray], how: str) -> dict[str, np.ndarray]:
