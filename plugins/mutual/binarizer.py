@@ -4,13 +4,15 @@ map that rises well above the image's own normal level, so defect-free images ke
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
+from scipy import ndimage
 
 from anomaly_clustering.interfaces import Binarizer
-from anomaly_clustering.records import AnomalyMaps, ImageSet, Regions
-from anomaly_clustering.regions import masks_to_regions, otsu_threshold
+from anomaly_clustering.records import AnomalyMaps, ImageSet, Region, Regions
+from anomaly_clustering.regions import EIGHT_CONNECTED, masks_to_regions, otsu_threshold
 
 GATES = ("otsu", "mad")
 SCORES = ("image", "top")
@@ -47,7 +49,9 @@ class HysteresisThreshold(Binarizer):
     outlier rule median + ``k``·1.4826·MAD (``gate="mad"``: right only when defect-free images are the majority).
     Images at or below the split keep an EMPTY mask. Regions (``transform``): in a flagged image, the pixels above
     median + ``peak_fraction`` × (peak − median) of its own map (``grow="peak"``, default), or above the set's
-    median top value (``grow="median-top"``); components under ``min_area_fraction`` of the map are dropped.
+    median top value (``grow="median-top"``); components under ``min_area_fraction`` of the map are dropped, except
+    that a flagged image whose every component is that small keeps the one holding its peak (every image the gate
+    flags has a region, so the verdict a classifier reads is the gate's).
     """
 
     uses_global_rng: ClassVar[bool] = False  # deterministic
@@ -105,6 +109,26 @@ class HysteresisThreshold(Binarizer):
         thresholds = np.where(flagged, levels, np.inf).astype(np.float32)
         min_area = max(1, int(round(float(self.min_area_fraction) * h * w)))
         masks, regions = masks_to_regions(arr > thresholds[:, None, None], arr, min_area)
+        lost = np.flatnonzero(flagged & ~masks.reshape(len(masks), -1).any(1))
+        if len(lost):
+            masks, regions = _with_peak_regions(masks, regions, arr, thresholds, lost)
         info = {"method": "hysteresis", "gate": self.gate, "score": self.score, "grow": self.grow, "gate_threshold": self.gate_,
-                "median_score": self.median_score_, "spread_score": self.spread_score_, "flagged": int(flagged.sum())}
+                "median_score": self.median_score_, "spread_score": self.spread_score_, "flagged": int(flagged.sum()),
+                "peak_regions_kept": int(len(lost))}
         return Regions(masks, thresholds, regions, info)
+
+
+def _with_peak_regions(masks: np.ndarray, regions: tuple[Region, ...], maps: np.ndarray, thresholds: np.ndarray,
+                       images: np.ndarray) -> tuple[np.ndarray, tuple[Region, ...]]:
+    """``masks`` and ``regions`` with, for each of ``images`` (flagged, but every component under the minimum area),
+    the component of its map at its level (or at its peak, when the level lies above it) that holds the peak: the
+    gate's verdict stands, and a small defect keeps a small region."""
+    masks = masks.copy()
+    for i in images:
+        m = maps[i]
+        peak = np.unravel_index(int(np.argmax(m)), m.shape)
+        labels, _ = ndimage.label(m >= min(float(thresholds[i]), float(m[peak])), structure=EIGHT_CONNECTED)
+        masks[i] = labels == labels[peak]
+    _, kept = masks_to_regions(masks[images], maps[images], 1)
+    kept = tuple(dataclasses.replace(r, image_index=int(images[r.image_index])) for r in kept)
+    return masks, tuple(sorted(regions + kept, key=lambda r: r.image_index))

@@ -131,6 +131,24 @@ def test_gate_flags_the_defective_images_whatever_their_share(anomalous):
     assert np.array_equal(old.masks.any((1, 2)), bumps.any((1, 2)))
 
 
+def test_a_flagged_image_keeps_its_peak_region_when_every_component_is_small():
+    maps, bumps = _bump_maps(anomalous=(0, 1, 2))
+    arr = np.array(maps.maps)
+    arr[3, 20:22, 20:22] += 1.5  # a 2×2 defect: the gate flags it, its region is far under the minimum area
+    scores = image_scores(torch.from_numpy(arr), 0.01, 0.5).numpy()
+    spiked = AnomalyMaps(arr, scores, np.asarray(maps.image_sizes))
+    regions = HysteresisThreshold(min_area_fraction=0.02).fit_transform(spiked, None)  # 20 of the 1 024 pixels
+    has = regions.masks.any((1, 2))
+    assert has[:4].all() and not has[4:].any(), "every image the gate flags has a region, the others none"
+    assert regions.masks[3].sum() == 4 and regions.masks[3, 20:22, 20:22].all(), "the small defect keeps its own small region"
+    assert regions.info["peak_regions_kept"] == 1
+    assert sorted({r.image_index for r in regions.regions}) == [0, 1, 2, 3]
+    assert [r.image_index for r in regions.regions] == sorted(r.image_index for r in regions.regions)
+    assert np.array_equal(regions.masks[:3], HysteresisThreshold(min_area_fraction=0.02).fit_transform(spiked, None).masks[:3])
+    plain = HysteresisThreshold().fit_transform(spiked, None)  # the default minimum area (1 pixel here): nothing to keep
+    assert plain.info["peak_regions_kept"] == 0 and np.array_equal(plain.masks[3], regions.masks[3])
+
+
 def test_binarizer_parameters_are_validated():
     maps, _ = _bump_maps()
     for bad in ({"gate": "mean"}, {"score": "max"}, {"grow": "all"}, {"peak_fraction": 1.0}, {"k": -1}):
