@@ -16,7 +16,6 @@ normal group), so a rule that keeps it leaves the clustering as it is. Seed-free
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_paths import REPO, data_root  # noqa: E402
 from localization_quality import mask_scores  # noqa: E402
+from run_masks import run_images, truth_and_flags  # noqa: E402
 
 
 def parse_rule(text: str, run: Path | None = None) -> tuple[str, dict]:
@@ -42,23 +42,14 @@ def parse_rule(text: str, run: Path | None = None) -> tuple[str, dict]:
 
 
 def run_inputs(run: Path, data: Path):
-    """(maps record, ground-truth masks at map size or None, anomalous flags, the run's own masks) of one run."""
-    from anomaly_clustering.data import load_ground_truth, load_image_set
+    """(images, maps record, ground-truth masks at map size or None, anomalous flags, the run's own masks) of one run."""
     from anomaly_clustering.records import AnomalyMaps
     from anomaly_clustering.store import load_record
 
-    names = [row["image"] for row in csv.DictReader(open(run / "clusters.csv"))]
-    images = load_image_set(str(data), include=names)
-    if sorted(images.names) != sorted(names):
-        raise SystemExit(f"{run}: the images of clusters.csv are not all under {data}")
-    order = {n: i for i, n in enumerate(images.names)}
-    images = images.subset([order[n] for n in names])  # the run's order, the order of its maps
+    images, gt, own = run_images(run, data)
     maps = load_record(run / "records" / "maps", AnomalyMaps)
-    gt = load_ground_truth(images)
-    h, w = np.asarray(maps.maps).shape[1:]
-    truth = np.stack([gt.load_mask(i, (h, w)) for i in range(len(images))]).astype(bool) if gt.has_masks else None
-    own = np.load(run / "records" / "regions" / "masks.npy").astype(bool)
-    return images, maps, truth, np.array([lab != "good" for lab in gt.labels]), own
+    truth, is_anomalous = truth_and_flags(gt, np.asarray(maps.maps).shape[1:])
+    return images, maps, truth, is_anomalous, own
 
 
 def score_rules(run: Path, data: Path, rules: list[str]) -> dict[str, dict]:

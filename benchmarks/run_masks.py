@@ -26,8 +26,8 @@ from data_paths import REPO, data_root
 from localization_quality import mask_scores
 
 
-def run_mask_scores(run: Path, data: Path) -> dict:
-    """:func:`mask_scores` of one run folder's masks against the ground truth of its images."""
+def run_images(run: Path, data: Path):
+    """(the run's images in its own order — the order of its maps and masks —, their ground truth, the run's masks)."""
     from anomaly_clustering.data import load_ground_truth, load_image_set
 
     names = [row["image"] for row in csv.DictReader(open(run / "clusters.csv"))]
@@ -35,12 +35,21 @@ def run_mask_scores(run: Path, data: Path) -> dict:
     order = {n: i for i, n in enumerate(images.names)}
     if sorted(order) != sorted(names):
         raise SystemExit(f"{run}: {len(names)} images in clusters.csv, {len(order)} found under {data}")
+    images = images.subset([order[n] for n in names])
     masks = np.load(run / "records" / "regions" / "masks.npy").astype(bool)
-    gt = load_ground_truth(images)
-    h, w = masks.shape[1:]
-    pick = [order[n] for n in names]
-    is_anom = np.array([gt.labels[i] != "good" for i in pick])
-    truth = np.stack([gt.load_mask(i, (h, w)) for i in pick]).astype(bool) if gt.has_masks else None
+    return images, load_ground_truth(images), masks
+
+
+def truth_and_flags(gt, shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(ground-truth masks at ``shape``, or None where the set has none; which images are anomalous)."""
+    truth = np.stack([gt.load_mask(i, shape) for i in range(len(gt.labels))]).astype(bool) if gt.has_masks else None
+    return truth, np.array([lab != "good" for lab in gt.labels])
+
+
+def run_mask_scores(run: Path, data: Path) -> dict:
+    """:func:`mask_scores` of one run folder's masks against the ground truth of its images."""
+    _, gt, masks = run_images(run, data)
+    truth, is_anom = truth_and_flags(gt, masks.shape[1:])
     return mask_scores(masks, truth, is_anom)
 
 
