@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import os
 import random
+import re
 import resource
 import sys
 import time
@@ -88,18 +89,39 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# a sibling folder of the plugin's package that its sources import: ``from ..common import x``,
+# ``from anomaly_clustering.plugins.blind_lca.descriptor import y`` (the built-ins' alias), ``import plugins.z``
+_SIBLING_IMPORT = re.compile(r"^\s*(?:from|import)\s+(?:\.\.|(?:anomaly_clustering\.)?plugins\.)(\w+)", re.M)
+
+
+def _source_folders(folder: Path) -> list[Path]:
+    """``folder`` and, transitively, the sibling folders its Python sources import from."""
+    seen, todo = [], [folder]
+    while todo:
+        current = todo.pop()
+        if current in seen or not current.is_dir():
+            continue
+        seen.append(current)
+        for path in sorted(current.glob("*.py")):
+            todo += [folder.parent / name for name in _SIBLING_IMPORT.findall(path.read_text(errors="replace"))]
+    return sorted(seen)
+
+
 @functools.lru_cache(maxsize=None)
 def source_digest(module_name: str) -> str:
-    """A hash of the Python sources beside a plugin's module (its folder, not recursive), so that editing a plugin's
-    code (or its helpers next to it) invalidates its cached stage outputs even within one released version."""
+    """A hash of the Python sources beside a plugin's module (its folder, not recursive) and of the sibling folders
+    they import from (``plugins/multiview`` reads ``plugins/blind_lca``'s descriptor), so that editing a plugin's code
+    or a helper it uses invalidates its cached stage outputs even within one released version."""
     module = sys.modules.get(module_name) or importlib.import_module(module_name)
     file = getattr(module, "__file__", None)
     if not file:
         return "?"
     h = hashlib.sha256()
-    for path in sorted(Path(file).parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    own = Path(file).parent
+    for folder in _source_folders(own):
+        for path in sorted(folder.glob("*.py")):
+            h.update((path.name if folder == own else f"{folder.name}/{path.name}").encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -113,6 +135,16 @@ def _plugin_identity(kind: str, name: str) -> dict[str, Any]:
         "version": info.version if info else "?",
         "source": source_digest(cls.__module__),
     }
+
+
+def stage_identity(kind: str, name: str, component: Any) -> dict[str, Any]:
+    """The plugin's identity for a stage key, with those of the plugins it builds by name (``composed_plugins``,
+    e.g. ``combined``'s members), whose code no import of its own names."""
+    ident = _plugin_identity(kind, name)
+    composed = getattr(component, "composed_plugins", None)
+    if callable(composed):
+        ident["composed"] = [_plugin_identity(k, n) for k, n in composed()]
+    return ident
 
 
 class Pipeline:
@@ -138,7 +170,7 @@ class Pipeline:
         """The stage's cache key: plugin identity, parameters, ``inputs`` and — only for a component that may draw
         from the global random generators (:func:`uses_global_rng`) — the run seed, so that a stage whose result
         does not depend on the seed is shared by runs with different seeds."""
-        ident = _plugin_identity(stage, self.config.spec(stage).name)
+        ident = stage_identity(stage, self.config.spec(stage).name, component)
         seed = self.config.seed if uses_global_rng(component) else None
         return stable_hash(stage, ident, component.get_params(deep=False), seed, *inputs)
 

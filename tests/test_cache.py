@@ -102,3 +102,30 @@ def test_editing_a_plugins_source_changes_its_cache_identity(tmp_path, monkeypat
     assert source_digest("edited_plugin_pkg.model") != before
     for name in [m for m in sys.modules if m.startswith("edited_plugin_pkg")]:
         del sys.modules[name]
+
+
+def test_editing_a_sibling_folder_a_plugin_imports_changes_its_cache_identity(tmp_path, monkeypatch):
+    """A helper in another folder of the plugins package (``from ..common import helper``) is part of the key too;
+    a folder the plugin does not import is not."""
+    import sys
+
+    from anomaly_clustering.pipeline import source_digest
+
+    pkg = tmp_path / "sibling_plugins_pkg"
+    for folder in ("method", "common", "other"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "method" / "model.py").write_text("from ..common import helper\n\nSCALE = helper.f()\n")
+    (pkg / "common" / "helper.py").write_text("def f():\n    return 1\n")
+    (pkg / "other" / "unrelated.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = source_digest("sibling_plugins_pkg.method.model")
+    (pkg / "other" / "unrelated.py").write_text("X = 2\n")
+    source_digest.cache_clear()
+    assert source_digest("sibling_plugins_pkg.method.model") == before, "a folder it does not import leaves the key alone"
+    (pkg / "common" / "helper.py").write_text("def f():\n    return 2\n")
+    source_digest.cache_clear()
+    assert source_digest("sibling_plugins_pkg.method.model") != before, "the imported helper's edit changes the key"
+    for name in [m for m in sys.modules if m.startswith("sibling_plugins_pkg")]:
+        del sys.modules[name]

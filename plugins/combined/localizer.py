@@ -92,6 +92,10 @@ class CombinedLocalizer(Localizer):
         shared = {k: getattr(self, k) for k in _SHARED if k in params}
         return {**shared, **given}
 
+    def composed_plugins(self) -> list[tuple[str, str]]:
+        """The (kind, name) of every plugin this one builds by name: their code is part of its stage's cache key."""
+        return [("localizer", name) for name in self.members]
+
     def _build(self) -> list[Localizer]:
         return [registry.create("localizer", name, **self._options(name)) for name in self.members]
 

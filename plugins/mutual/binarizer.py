@@ -14,8 +14,10 @@ from anomaly_clustering.interfaces import Binarizer
 from anomaly_clustering.records import AnomalyMaps, ImageSet, Region, Regions
 from anomaly_clustering.regions import EIGHT_CONNECTED, masks_to_regions, otsu_threshold
 
+from . import exemplar
+
 GATES = ("otsu", "mad")
-SCORES = ("image", "top")
+SCORES = ("image", "top", "exemplar", "auto")
 GROWS = ("peak", "median-top")
 
 
@@ -44,7 +46,10 @@ class HysteresisThreshold(Binarizer):
     """Set-level gate on the image scores, then each flagged image's region above a level of its own map.
 
     Gate (``fit``): one value per image — the localizer's image score (``score="image"``, default) or the mean of
-    the map's top ``top_fraction`` (``score="top"``) — split into two groups by Otsu (``gate="otsu"``, default:
+    the map's top ``top_fraction`` (``score="top"``), or, on two-level images, the RMS difference of the window at
+    the map's peak to its nearest window in the set's other images (``score="exemplar"``, see
+    :mod:`plugins.mutual.exemplar`; ``score="auto"``: that on a set of two-level images, the image score otherwise)
+    — split into two groups by Otsu (``gate="otsu"``, default:
     holds whatever the share of defective images, a bottle set with 76 % as well as MTD with 29 %) or by the
     outlier rule median + ``k``·1.4826·MAD (``gate="mad"``: right only when defect-free images are the majority).
     Images at or below the split keep an EMPTY mask. Regions (``transform``): in a flagged image, the pixels above
@@ -65,6 +70,8 @@ class HysteresisThreshold(Binarizer):
         grow: str = "peak",
         peak_fraction: float = 0.6,
         min_area_fraction: float = 0.001,
+        exemplar_window: float = 0.1875,
+        exemplar_bank_images: int = 400,
     ):
         self.gate = gate
         self.k = k
@@ -73,6 +80,8 @@ class HysteresisThreshold(Binarizer):
         self.grow = grow
         self.peak_fraction = peak_fraction
         self.min_area_fraction = min_area_fraction
+        self.exemplar_window = exemplar_window
+        self.exemplar_bank_images = exemplar_bank_images
 
     def _validate(self) -> None:
         for name, value, allowed in (("gate", self.gate, GATES), ("score", self.score, SCORES), ("grow", self.grow, GROWS)):
@@ -82,16 +91,57 @@ class HysteresisThreshold(Binarizer):
             raise ValueError(f"HysteresisThreshold: k must be >= 0, got {self.k}")
         if not 0 <= float(self.top_fraction) <= 1 or not 0 <= float(self.peak_fraction) < 1 or not 0 <= float(self.min_area_fraction) < 1:
             raise ValueError("HysteresisThreshold: 0 <= top_fraction <= 1, 0 <= peak_fraction < 1 and 0 <= min_area_fraction < 1 are required")
+        if not 0 < float(self.exemplar_window) < 1 or int(self.exemplar_bank_images) < 1:
+            raise ValueError("HysteresisThreshold: 0 < exemplar_window < 1 and exemplar_bank_images >= 1 are required")
 
-    def _scores(self, maps: AnomalyMaps) -> np.ndarray:
-        if self.score == "image":
+    def _resolve_score(self, images: ImageSet | None) -> str:
+        """The score the gate reads: ``auto`` becomes ``exemplar`` on a set of two-level images, ``image`` otherwise."""
+        if self.score == "auto":
+            return "exemplar" if images is not None and exemplar.is_two_level(images) else "image"
+        if self.score == "exemplar" and images is None:
+            raise ValueError("HysteresisThreshold: score='exemplar' compares the images themselves; pass the images")
+        return self.score
+
+    def _fit_exemplars(self, images: ImageSet) -> None:
+        """Keep up to ``exemplar_bank_images`` of the set (evenly spaced, deterministic) as the exemplar bank."""
+        binary = exemplar.binary_images(images)
+        take = np.unique(np.linspace(0, len(binary) - 1, min(len(binary), int(self.exemplar_bank_images))).round().astype(int))
+        self.exemplar_bank_ = np.packbits(binary[take], axis=-1)
+        self.exemplar_keys_ = exemplar.image_keys(binary[take])
+        self._fitted_binary = (images.fingerprint(), binary)
+
+    def _exemplar_scores(self, maps: AnomalyMaps, images: ImageSet) -> np.ndarray:
+        fitted = getattr(self, "_fitted_binary", None)
+        binary = fitted[1] if fitted and fitted[0] == images.fingerprint() else exemplar.binary_images(images)
+        if getattr(self, "_bank", None) is None:
+            side = exemplar.EXEMPLAR_SIDE
+            bank_binary = np.unpackbits(self.exemplar_bank_, axis=-1)[..., :side].astype(bool)
+            self._bank = exemplar.ExemplarBank(bank_binary, self.exemplar_keys_, int(round(float(self.exemplar_window) * side)))
+        scored = maps.scored_maps
+        key = (images.fingerprint(), scored.reshape(len(scored), -1).argmax(1).tobytes())  # fit, then transform: one search
+        last = getattr(self, "_last_scores", None)
+        if last is None or last[0] != key:
+            self._last_scores = (key, exemplar.exemplar_scores(binary, exemplar.image_keys(binary), scored, self._bank))
+        return self._last_scores[1]
+
+    def __getstate__(self) -> dict:  # the search index, the fitted set's pixels and the last scores are not stored
+        return {k: v for k, v in self.__dict__.items() if k not in ("_bank", "_fitted_binary", "_last_scores")}
+
+    def _scores(self, maps: AnomalyMaps, images: ImageSet | None = None) -> np.ndarray:
+        score = getattr(self, "score_", self.score)
+        if score == "image":
             return np.asarray(maps.scores, np.float64)
+        if score == "exemplar":
+            return self._exemplar_scores(maps, images)
         return top_values(np.asarray(maps.maps, np.float32), float(self.top_fraction)).astype(np.float64)
 
     def fit(self, maps: AnomalyMaps, images: ImageSet | None = None) -> HysteresisThreshold:
         """The gate: the split of the set's image scores, and the median top value (``grow="median-top"``)."""
         self._validate()
-        scores = self._scores(maps)
+        self.score_ = self._resolve_score(images)
+        if self.score_ == "exemplar":
+            self._fit_exemplars(images)
+        scores = self._scores(maps, images)
         self.gate_, self.median_score_, self.spread_score_ = outlier_threshold(scores, float(self.k))
         if self.gate == "otsu" and len(scores) > 1 and np.ptp(scores) > 0:
             self.gate_ = otsu_threshold(scores)
@@ -104,7 +154,9 @@ class HysteresisThreshold(Binarizer):
             raise RuntimeError("HysteresisThreshold.transform before fit: call fit (or fit_transform) first")
         h, w = maps.map_size
         arr = np.asarray(maps.maps, np.float32)
-        flagged = self._scores(maps) > self.gate_
+        if getattr(self, "score_", None) == "exemplar" and images is None:
+            raise ValueError("HysteresisThreshold: this gate compares the images themselves; pass the images to transform")
+        flagged = self._scores(maps, images) > self.gate_
         levels = peak_levels(arr, float(self.peak_fraction)) if self.grow == "peak" else np.full(len(arr), self.median_top_, np.float32)
         thresholds = np.where(flagged, levels, np.inf).astype(np.float32)
         min_area = max(1, int(round(float(self.min_area_fraction) * h * w)))
@@ -112,7 +164,7 @@ class HysteresisThreshold(Binarizer):
         lost = np.flatnonzero(flagged & ~masks.reshape(len(masks), -1).any(1))
         if len(lost):
             masks, regions = _with_peak_regions(masks, regions, arr, thresholds, lost)
-        info = {"method": "hysteresis", "gate": self.gate, "score": self.score, "grow": self.grow, "gate_threshold": self.gate_,
+        info = {"method": "hysteresis", "gate": self.gate, "score": getattr(self, "score_", self.score), "grow": self.grow, "gate_threshold": self.gate_,
                 "median_score": self.median_score_, "spread_score": self.spread_score_, "flagged": int(flagged.sum()),
                 "peak_regions_kept": int(len(lost))}
         return Regions(masks, thresholds, regions, info)

@@ -202,3 +202,16 @@ def test_any_combined_subclass_is_refused_as_a_member(monkeypatch):
     with pytest.raises(ValueError, match="own member"):
         CombinedLocalizer(members=("fca", "their-merge"))._validate()
     CombinedLocalizer(members=("fca", "mutual"))._validate()  # ordinary members pass
+
+
+def test_the_members_code_is_part_of_the_combined_stage_key(monkeypatch):
+    """``combined`` builds its members by name: an edit of a member's code must change the combined stage's key."""
+    from anomaly_clustering import pipeline
+
+    loc = CombinedLocalizer(members=("fca", "mutual"))
+    before = pipeline.stage_identity("localizer", "fca-mutual", loc)
+    assert [m["name"] for m in before["composed"]] == ["fca", "mutual"]
+    real = pipeline.source_digest
+    monkeypatch.setattr(pipeline, "source_digest", lambda module: "edited" if "mutual" in module else real(module))
+    after = pipeline.stage_identity("localizer", "fca-mutual", loc)
+    assert after != before and after["source"] == before["source"], "only the member's part of the key moves"
