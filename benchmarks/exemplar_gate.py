@@ -50,7 +50,7 @@ def gate_row(run: Path, data: Path, bank: int) -> dict | None:
                        ("exemplar", HysteresisThreshold(score="exemplar", exemplar_bank_images=bank))):
         start = time.perf_counter()
         gate.fit(maps, images)
-        scores = gate._scores(maps, images)
+        scores = gate.gate_scores(maps, images)
         flagged = scores > gate.gate_
         row[name] = {"auroc_image": float(roc_auc_score(anomalous, scores)) if anomalous.any() and not anomalous.all() else None,
                      "good_empty": float(np.mean(~flagged[~anomalous])) if (~anomalous).any() else None,

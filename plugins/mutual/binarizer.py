@@ -127,7 +127,8 @@ class HysteresisThreshold(Binarizer):
     def __getstate__(self) -> dict:  # the search index, the fitted set's pixels and the last scores are not stored
         return {k: v for k, v in self.__dict__.items() if k not in ("_bank", "_fitted_binary", "_last_scores")}
 
-    def _scores(self, maps: AnomalyMaps, images: ImageSet | None = None) -> np.ndarray:
+    def gate_scores(self, maps: AnomalyMaps, images: ImageSet | None = None) -> np.ndarray:
+        """The per-image values the gate splits (after ``fit``: the resolved ``score_``), for reports and benchmarks."""
         score = getattr(self, "score_", self.score)
         if score == "image":
             return np.asarray(maps.scores, np.float64)
@@ -141,7 +142,7 @@ class HysteresisThreshold(Binarizer):
         self.score_ = self._resolve_score(images)
         if self.score_ == "exemplar":
             self._fit_exemplars(images)
-        scores = self._scores(maps, images)
+        scores = self.gate_scores(maps, images)
         self.gate_, self.median_score_, self.spread_score_ = outlier_threshold(scores, float(self.k))
         if self.gate == "otsu" and len(scores) > 1 and np.ptp(scores) > 0:
             self.gate_ = otsu_threshold(scores)
@@ -156,7 +157,7 @@ class HysteresisThreshold(Binarizer):
         arr = np.asarray(maps.maps, np.float32)
         if getattr(self, "score_", None) == "exemplar" and images is None:
             raise ValueError("HysteresisThreshold: this gate compares the images themselves; pass the images to transform")
-        flagged = self._scores(maps, images) > self.gate_
+        flagged = self.gate_scores(maps, images) > self.gate_
         levels = peak_levels(arr, float(self.peak_fraction)) if self.grow == "peak" else np.full(len(arr), self.median_top_, np.float32)
         thresholds = np.where(flagged, levels, np.inf).astype(np.float32)
         min_area = max(1, int(round(float(self.min_area_fraction) * h * w)))

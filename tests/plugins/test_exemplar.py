@@ -62,7 +62,7 @@ def test_the_exemplar_gate_flags_the_boards_with_a_change_and_leaves_the_others_
     assert exemplar.is_two_level(images)
     gate = HysteresisThreshold(score="auto").fit(maps, images)
     assert gate.score_ == "exemplar", "a black-and-white set is scored by its exemplars"
-    scores = gate._scores(maps, images)
+    scores = gate.gate_scores(maps, images)
     assert scores[truth].min() > scores[~truth].max(), "every changed board differs more from its nearest twin window"
     regions = gate.transform(maps, images)
     assert np.array_equal(regions.masks.any((1, 2)), truth), "exactly the changed boards get a region"
